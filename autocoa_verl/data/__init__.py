@@ -1,0 +1,1 @@
+"""Dataset preparation: the embedded toy world, FlashRAG QA files -> verl parquet."""
