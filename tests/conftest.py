@@ -1,0 +1,33 @@
+"""Shared fixtures: the tiny model and a small toy world, built once per test session into a temp dir."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from autocoa_verl.models import build_tiny_qwen2
+
+    return build_tiny_qwen2(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def toy_world_dir(tmp_path_factory):
+    from autocoa_verl.data.toy_world import ToyWorldConfig, build_toy_world
+
+    out = tmp_path_factory.mktemp("toy")
+    build_toy_world(ToyWorldConfig(seed=3, people=40, cities=10, orgs=10, regions=4, train=60, dev=10, test=20),
+                    out, progress=False)
+    return out
