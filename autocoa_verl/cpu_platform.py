@@ -15,6 +15,9 @@ Each piece, and why it exists:
                                     We collapse exactly that string to ``"gloo"``. ``tests/test_cpu_platform_on_cpu.py``
                                     fails when torch accepts the string (patch no longer needed) or verl stops building
                                     it (patch no longer applies).
+    ``_use_all_cores``               torchrun and Ray start workers with OMP_NUM_THREADS=1 (right for GPU workers, 3x
+                                    slower for a CPU trainer): each local rank gets its share of the cores instead
+                                    (``AUTOCOA_CPU_THREADS`` overrides).
     ``ray_resource_name() == "GPU"`` verl's Ray worker groups only count "GPU"/"NPU" resources, so a CPU run declares
                                     logical GPUs to Ray (``ray_init.num_gpus``) and its workers ask for those.
 """
@@ -99,6 +102,14 @@ def _select_fsdp_engines() -> None:
     os.environ.setdefault("VERL_ENGINE_VENDOR", "nvidia")
 
 
+def _use_all_cores() -> None:
+    """Gives this process cores / local world size torch threads (or ``AUTOCOA_CPU_THREADS``)."""
+    threads = int(os.environ.get("AUTOCOA_CPU_THREADS", "0"))
+    if threads <= 0:
+        threads = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    torch.set_num_threads(threads)
+
+
 def _patch_init_process_group() -> None:
     """Collapses verl's ``"cpu:gloo,cpu:gloo"`` backend string to ``"gloo"`` (see the module docstring)."""
     original = torch.distributed.init_process_group
@@ -124,6 +135,7 @@ class PlatformCPU(PlatformBase):
     def __init__(self) -> None:
         _patch_init_process_group()
         _select_fsdp_engines()
+        _use_all_cores()
 
     @property
     def device_name(self) -> str:

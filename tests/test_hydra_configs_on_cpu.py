@@ -38,6 +38,7 @@ def test_sft_cpu_overlay():
     assert config.trainer.device == "cpu"
     assert config.engine.strategy == "fsdp2"
     assert config.model.override_config.attn_implementation == "sdpa"
+    assert config.engine.mixed_precision.param_dtype == "fp32"
     assert "hf_model" in config.checkpoint.save_contents
     assert _compose("sft", []).trainer.device == "cuda"
 
