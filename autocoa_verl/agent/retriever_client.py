@@ -1,0 +1,130 @@
+"""The async retriever client the agent loop uses: pooled connections, batched requests, a named timeout per call,
+bounded retries with exponential backoff, an optional LRU cache. A failure is a ``RetrieverError``, never a fake
+passage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import httpx
+from cachetools import LRUCache
+
+
+class RetrieverError(RuntimeError):
+    """Retrieval failed after the allowed attempts.
+
+    Attributes:
+        kind: ``timeout``, ``connection``, ``server`` (5xx), ``bad_request`` (4xx: not retried) or ``bad_response``.
+        attempts: how many requests were made.
+    """
+
+    def __init__(self, kind: str, message: str, attempts: int):
+        super().__init__(f"retriever {kind} after {attempts} attempt(s): {message}")
+        self.kind, self.attempts = kind, attempts
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    contents: str
+    score: float | None = None
+
+
+class RetrieverClient:
+    """Client of the ``/retrieve`` contract (``retriever_server.app``).
+
+    Args:
+        url: the server base, e.g. ``http://127.0.0.1:8000`` (``/retrieve`` is appended).
+        topk: passages per query unless a call says otherwise.
+        timeout_s: per-request timeout (connect + read).
+        max_retries: retries after the first attempt, for timeouts, connection errors and 5xx.
+        backoff_s: first retry delay, doubled each time.
+        max_batch: queries per HTTP request; larger calls are split and sent concurrently.
+        cache_size: LRU entries of (query, topk); 0 disables.
+        max_connections: connection pool size.
+    """
+
+    def __init__(self, url: str, topk: int = 3, timeout_s: float = 10.0, max_retries: int = 3,
+                 backoff_s: float = 0.2, max_batch: int = 64, cache_size: int = 0, max_connections: int = 64):
+        if max_retries < 0 or timeout_s <= 0 or max_batch < 1 or topk < 1:
+            raise ValueError("RetrieverClient: need max_retries >= 0, timeout_s > 0, max_batch >= 1, topk >= 1")
+        self.url = url.rstrip("/") + "/retrieve"
+        self.topk, self.timeout_s, self.max_retries = topk, timeout_s, max_retries
+        self.backoff_s, self.max_batch = backoff_s, max_batch
+        self._cache: LRUCache | None = LRUCache(cache_size) if cache_size > 0 else None
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http: httpx.AsyncClient | None = None
+        self.cache_hits = 0
+
+    async def __aenter__(self) -> "RetrieverClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=self._limits)
+        return self._http
+
+    async def search(self, queries: Sequence[str], topk: int | None = None) -> list[list[Passage]]:
+        """Top-``topk`` passages per query, in order. Raises ``RetrieverError``."""
+        topk = topk or self.topk
+        queries = list(queries)
+        results: dict[str, list[Passage]] = {}
+        if self._cache is not None:
+            for q in queries:
+                if (q, topk) in self._cache:
+                    results[q] = self._cache[(q, topk)]
+                    self.cache_hits += 1
+        missing = [q for q in dict.fromkeys(queries) if q not in results]
+        chunks = [missing[i : i + self.max_batch] for i in range(0, len(missing), self.max_batch)]
+        for chunk, passages in zip(chunks, await asyncio.gather(*(self._post(c, topk) for c in chunks))):
+            for q, hits in zip(chunk, passages):
+                results[q] = hits
+                if self._cache is not None:
+                    self._cache[(q, topk)] = hits
+        return [results[q] for q in queries]
+
+    async def _post(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        payload = {"queries": queries, "topk": topk, "return_scores": True}
+        attempt, last_kind, last_message = 0, "", ""
+        while attempt <= self.max_retries:
+            if attempt:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            attempt += 1
+            try:
+                response = await self._client().post(self.url, json=payload)
+            except httpx.TimeoutException as error:
+                last_kind, last_message = "timeout", f"no answer within {self.timeout_s}s ({type(error).__name__})"
+                continue
+            except httpx.TransportError as error:
+                last_kind, last_message = "connection", f"{type(error).__name__}: {error}"
+                continue
+            if response.status_code >= 500:
+                last_kind, last_message = "server", f"HTTP {response.status_code}: {response.text[:300]}"
+                continue
+            if response.status_code >= 400:
+                raise RetrieverError("bad_request", f"HTTP {response.status_code}: {response.text[:300]}", attempt)
+            return self._parse(response, len(queries), attempt)
+        raise RetrieverError(last_kind, last_message, attempt)
+
+    @staticmethod
+    def _parse(response: httpx.Response, expected: int, attempt: int) -> list[list[Passage]]:
+        try:
+            result = response.json()["result"]
+            if len(result) != expected:
+                raise ValueError(f"{len(result)} result lists for {expected} queries")
+            return [[Passage(str(h["document"]["id"]), h["document"]["contents"], float(h["score"])) for h in hits]
+                    for hits in result]
+        except (ValueError, KeyError, TypeError) as error:
+            raise RetrieverError("bad_response", f"{type(error).__name__}: {error}", attempt) from None
+

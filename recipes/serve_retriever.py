@@ -1,0 +1,22 @@
+"""Serve a built index over HTTP (Ray Serve by default, or server.mode=uvicorn); Ctrl-C stops it.
+
+Run: python recipes/serve_retriever.py retriever=bm25 server.port=8000 [server.replicas=2] [server.ray_address=auto]
+"""
+
+import hydra
+
+from retriever_server.serve import serve_ray, serve_uvicorn
+
+
+@hydra.main(config_path="../hydra_configs", config_name="retriever_server", version_base=None)
+def main(cfg) -> None:
+    if cfg.server.mode == "ray":
+        serve_ray(cfg)
+    elif cfg.server.mode == "uvicorn":
+        serve_uvicorn(cfg)
+    else:
+        raise ValueError(f"server.mode must be ray or uvicorn, got {cfg.server.mode!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""``create_app(retriever)``: the HTTP retrieval service (FastAPI, no module globals).
+
+Speaks the contract of Search-R1's retrieval server and verl's former SearchTool::
+
+    POST /retrieve {"queries": ["..."], "topk": 3, "return_scores": true}   (or {"query": "..."})
+      -> {"result": [[{"document": {"id", "contents"}, "score": 1.2}, ...] per query]}
+         (with "return_scores": false each hit is the bare document, as in Search-R1)
+    GET /health -> {"status": "ok", "backend", "documents"}
+    GET /stats  -> requests, queries, errors, latency p50/p99, backend batch sizes, cache hits
+
+Concurrent requests are merged into one backend ``batch_search`` (``QueryBatcher``): under load the backend sees
+large batches, which is where bm25s and faiss are fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import LRUCache
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+
+
+class RetrieveRequest(BaseModel):
+    queries: list[str] | None = None
+    query: str | None = None
+    topk: int | None = None
+    return_scores: bool = False
+
+
+@dataclass
+class ServerStats:
+    """Counters and recent latencies/batch sizes (the last ``window`` of each)."""
+
+    window: int = 10_000
+    requests: int = 0
+    queries: int = 0
+    client_errors: int = 0
+    server_errors: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    started: float = field(default_factory=time.time)
+    latencies_ms: deque = field(default_factory=deque)
+    batch_sizes: deque = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.latencies_ms = deque(maxlen=self.window)
+        self.batch_sizes = deque(maxlen=self.window)
+
+    def snapshot(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
+
+        batches = list(self.batch_sizes)
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "requests": self.requests,
+            "queries": self.queries,
+            "client_errors": self.client_errors,
+            "server_errors": self.server_errors,
+            "latency_ms": {"p50": pct(0.50), "p99": pct(0.99), "window": len(lat)},
+            "backend_batches": {"count": len(batches), "mean_size": round(sum(batches) / len(batches), 2)
+                                if batches else None, "max_size": max(batches, default=None)},
+            "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
+        }
+
+
+@dataclass
+class _Pending:
+    queries: list[str]
+    topk: int
+    future: asyncio.Future
+
+
+class QueryBatcher:
+    """Dynamic batching: requests that arrive within ``max_wait_s`` of each other (up to ``max_batch_queries``
+    queries) are answered by one backend call, run in a worker thread so the event loop keeps accepting."""
+
+    def __init__(self, retriever: Any, stats: ServerStats, max_batch_queries: int = 512, max_wait_s: float = 0.002):
+        self.retriever, self.stats = retriever, stats
+        self.max_batch_queries, self.max_wait_s = max_batch_queries, max_wait_s
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retriever")
+
+    def start(self) -> None:
+        """Starts the worker on the running event loop (again, if the app now runs on another loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._worker = self._loop.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def search(self, queries: list[str], topk: int) -> tuple[list[list[dict]], list[list[float]]]:
+        if self._loop is not asyncio.get_running_loop():
+            self.start()
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(queries, topk, future))
+        return await future
+
+    async def _collect(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        size = len(batch[0].queries)
+        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        while size < self.max_batch_queries:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                item = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(),
+                                                                                             remaining)
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                break
+            batch.append(item)
+            size += len(item.queries)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            queries = [q for item in batch for q in item.queries]
+            topk = max(item.topk for item in batch)
+            self.stats.batch_sizes.append(len(queries))
+            try:
+                docs, scores = await loop.run_in_executor(
+                    self._executor, lambda: self.retriever.batch_search(queries, topk, return_scores=True))
+            except Exception as error:  # reported to every waiting request, never swallowed
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                continue
+            start = 0
+            for item in batch:
+                end = start + len(item.queries)
+                if not item.future.done():
+                    item.future.set_result(([d[: item.topk] for d in docs[start:end]],
+                                            [s[: item.topk] for s in scores[start:end]]))
+                start = end
+
+
+def _field_error(status: int, loc: list, message: str) -> HTTPException:
+    """An error body shaped like FastAPI's own validation errors, naming the field."""
+    return HTTPException(status_code=status, detail=[{"loc": ["body", *loc], "msg": message}])
+
+
+def create_app(
+    retriever: Any,
+    *,
+    default_topk: int = 3,
+    max_topk: int = 100,
+    max_batch: int = 1024,
+    max_query_chars: int = 2048,
+    cache_size: int = 0,
+    batch_wait_ms: float = 2.0,
+    max_batch_queries: int = 512,
+) -> FastAPI:
+    """The FastAPI app serving ``retriever`` (anything with FlashRAG's ``batch_search``).
+
+    Args:
+        default_topk: ``topk`` when a request gives none.
+        max_topk: larger ``topk`` is a 422.
+        max_batch: more queries in one request is a 413.
+        max_query_chars: a longer query is a 422.
+        cache_size: LRU entries of (query, topk) -> hits kept in memory (0 disables).
+        batch_wait_ms: how long the batcher waits for more requests to merge.
+        max_batch_queries: the largest merged backend batch.
+    """
+    stats = ServerStats()
+    batcher = QueryBatcher(retriever, stats, max_batch_queries=max_batch_queries, max_wait_s=batch_wait_ms / 1000)
+    cache: LRUCache | None = LRUCache(maxsize=cache_size) if cache_size > 0 else None
+    backend = getattr(retriever, "backend", type(retriever).__name__)
+    documents = len(getattr(retriever, "corpus", []) or [])
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="autocoa retriever", lifespan=lifespan)
+    app.state.stats, app.state.retriever = stats, retriever
+
+    def validate(request: RetrieveRequest) -> tuple[list[str], int]:
+        if request.queries is not None and request.query is not None:
+            raise _field_error(422, ["queries"], "give either 'queries' or 'query', not both")
+        if request.queries is None and request.query is None:
+            raise _field_error(422, ["queries"], "field required: 'queries' (a list of strings) or 'query'")
+        queries = request.queries if request.queries is not None else [request.query]
+        if not queries:
+            raise _field_error(422, ["queries"], "must not be empty")
+        if len(queries) > max_batch:
+            raise _field_error(413, ["queries"], f"{len(queries)} queries in one request; the limit is {max_batch}")
+        for i, query in enumerate(queries):
+            if not query.strip():
+                raise _field_error(422, ["queries", i], "empty query")
+            if len(query) > max_query_chars:
+                raise _field_error(422, ["queries", i], f"query of {len(query)} characters; the limit is "
+                                                        f"{max_query_chars}")
+        topk = default_topk if request.topk is None else request.topk
+        if not 1 <= topk <= max_topk:
+            raise _field_error(422, ["topk"], f"must be between 1 and {max_topk}, got {topk}")
+        return queries, topk
+
+    async def search(queries: list[str], topk: int) -> tuple[list, list]:
+        if cache is None:
+            return await batcher.search(queries, topk)
+        missing = [q for q in dict.fromkeys(queries) if (q, topk) not in cache]
+        stats.cache_hits += len(queries) - len(missing)
+        stats.cache_misses += len(missing)
+        if missing:
+            docs, scores = await batcher.search(missing, topk)
+            for q, d, s in zip(missing, docs, scores):
+                cache[(q, topk)] = (d, s)
+        hits = [cache[(q, topk)] for q in queries]
+        return [h[0] for h in hits], [h[1] for h in hits]
+
+    @app.post("/retrieve")
+    async def retrieve(request: RetrieveRequest) -> dict:
+        start = time.perf_counter()
+        stats.requests += 1
+        try:
+            queries, topk = validate(request)
+        except HTTPException:
+            stats.client_errors += 1
+            raise
+        stats.queries += len(queries)
+        try:
+            docs, scores = await search(queries, topk)
+        except Exception as error:
+            stats.server_errors += 1
+            raise HTTPException(status_code=500, detail=f"retriever failed: {type(error).__name__}: {error}")
+        if request.return_scores:
+            result = [[{"document": d, "score": s} for d, s in zip(ds, ss)] for ds, ss in zip(docs, scores)]
+        else:
+            result = docs
+        stats.latencies_ms.append((time.perf_counter() - start) * 1000)
+        return {"result": result}
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "backend": backend, "documents": documents}
+
+    @app.get("/stats")
+    async def get_stats() -> dict:
+        return stats.snapshot()
+
+    return app

@@ -1,0 +1,101 @@
+"""Open a retriever from its config and serve it: Ray Serve (replicas, in a new or an existing Ray cluster) or
+plain uvicorn. Entry points: ``recipes/build_index.py`` and ``recipes/serve_retriever.py`` (Hydra)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def retriever_class(retriever_cfg: DictConfig | dict) -> Any:
+    """The backend class named by the config's ``_target_`` (Hydra's own resolver, no registry of ours)."""
+    from hydra.utils import get_class
+
+    return get_class(retriever_cfg["_target_"])
+
+
+def _options(retriever_cfg: DictConfig | dict) -> dict[str, Any]:
+    options = retriever_cfg.get("options") or {}
+    return OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options)
+
+
+def build_index(retriever_cfg, corpus_path: str | Path, index_dir: str | Path, progress: bool = True):
+    """Builds the configured backend's index (with manifest) and returns the retriever."""
+    cls = retriever_class(retriever_cfg)
+    if not hasattr(cls, "build"):
+        raise ValueError(f"the {retriever_cfg.get('name')} backend builds its index with its own tools")
+    return cls.build(corpus_path=corpus_path, index_dir=index_dir, progress=progress, **_options(retriever_cfg))
+
+
+def open_retriever(retriever_cfg, corpus_path: str | Path, index_dir: str | Path):
+    """Opens the configured backend on a built index (the manifest is checked against corpus and options)."""
+    return retriever_class(retriever_cfg).open(corpus_path=corpus_path, index_dir=index_dir,
+                                               **_options(retriever_cfg))
+
+
+def app_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg.app, resolve=True)
+
+
+def serve_uvicorn(cfg: DictConfig) -> None:
+    """One process, one replica; dynamic batching still merges concurrent requests."""
+    import uvicorn
+
+    from retriever_server.app import create_app
+
+    retriever = open_retriever(cfg.retriever, cfg.corpus_path, cfg.index_dir)
+    uvicorn.run(create_app(retriever, **app_kwargs(cfg)), host=cfg.server.host, port=cfg.server.port,
+                log_level="warning")
+
+
+def ray_deployment(cfg: DictConfig):
+    """A Ray Serve application: ``server.replicas`` replicas, each opening the index and serving the FastAPI app."""
+    from ray import serve
+
+    @serve.deployment(name="retriever", num_replicas=cfg.server.replicas,
+                      ray_actor_options={"num_cpus": cfg.server.num_cpus_per_replica},
+                      max_ongoing_requests=cfg.server.max_ongoing_requests)
+    @serve.ingress()
+    class RetrieverDeployment:
+        def __init__(self, retriever_cfg: dict, corpus_path: str, index_dir: str, kwargs: dict):
+            self.retriever = open_retriever(retriever_cfg, corpus_path, index_dir)
+            self.kwargs = kwargs
+
+        def __serve_build_asgi_app__(self):
+            from retriever_server.app import create_app
+
+            return create_app(self.retriever, **self.kwargs)
+
+    return RetrieverDeployment.bind(OmegaConf.to_container(cfg.retriever, resolve=True),
+                                    str(Path(cfg.corpus_path).resolve()), str(Path(cfg.index_dir).resolve()),
+                                    app_kwargs(cfg))
+
+
+def serve_ray(cfg: DictConfig, block: bool = True) -> str:
+    """Starts (or joins, with ``server.ray_address``) Ray, deploys the retriever, returns its URL; blocks until
+    SIGINT/SIGTERM when ``block``, then shuts the application down."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.server.ray_address, ignore_reinit_error=True, include_dashboard=False,
+                 **({"num_cpus": cfg.server.ray_num_cpus} if cfg.server.ray_address is None else {}))
+    serve.start(http_options={"host": cfg.server.host, "port": cfg.server.port})
+    serve.run(ray_deployment(cfg), name=cfg.server.app_name, route_prefix=cfg.server.route_prefix, blocking=False)
+    url = f"http://{cfg.server.host}:{cfg.server.port}{cfg.server.route_prefix.rstrip('/')}"
+    print(f"retriever ({cfg.retriever.name}) serving at {url}/retrieve with {cfg.server.replicas} replica(s)",
+          flush=True)
+    if block:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        serve.delete(cfg.server.app_name)
+        if cfg.server.ray_address is None:
+            serve.shutdown()
+            ray.shutdown()
+    return url

@@ -1,0 +1,59 @@
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from retriever_server.app import create_app
+from retriever_server.bm25 import BM25Retriever
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """A real uvicorn server on loopback in a thread; ``stop()`` and ``start()`` again on the same port."""
+
+    def __init__(self, app, port: int | None = None):
+        self.app, self.port = app, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = self._thread = None
+
+    def start(self) -> "ServerThread":
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.time() + 20
+        while not self._server.started:
+            if time.time() > deadline or not self._thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def bm25_index(toy_world_dir, tmp_path_factory):
+    index_dir = tmp_path_factory.mktemp("bm25")
+    BM25Retriever.build(toy_world_dir / "corpus.jsonl", index_dir, progress=False)
+    return index_dir
+
+
+@pytest.fixture(scope="session")
+def bm25(toy_world_dir, bm25_index):
+    return BM25Retriever.open(toy_world_dir / "corpus.jsonl", bm25_index)
+
+
+@pytest.fixture(scope="module")
+def bm25_server(bm25):
+    server = ServerThread(create_app(bm25, cache_size=128)).start()
+    yield server
+    server.stop()
