@@ -90,19 +90,22 @@ class QueryBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retriever")
+        self._executor: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         """Starts the worker on the running event loop (again, if the app now runs on another loop)."""
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retriever")
         self._worker = self._loop.create_task(self._run())
 
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._loop = None
 
     async def search(self, queries: list[str], topk: int) -> tuple[list[list[dict]], list[list[float]]]:
         if self._loop is not asyncio.get_running_loop():

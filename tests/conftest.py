@@ -31,3 +31,29 @@ def toy_world_dir(tmp_path_factory):
     build_toy_world(ToyWorldConfig(seed=3, people=40, cities=10, orgs=10, regions=4, train=60, dev=10, test=20),
                     out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def bm25_index(toy_world_dir, tmp_path_factory):
+    from retriever_server.bm25 import BM25Retriever
+
+    index_dir = tmp_path_factory.mktemp("bm25")
+    BM25Retriever.build(toy_world_dir / "corpus.jsonl", index_dir, progress=False)
+    return index_dir
+
+
+@pytest.fixture(scope="session")
+def bm25(toy_world_dir, bm25_index):
+    from retriever_server.bm25 import BM25Retriever
+
+    return BM25Retriever.open(toy_world_dir / "corpus.jsonl", bm25_index)
+
+
+@pytest.fixture(scope="module")
+def bm25_server(bm25):
+    from retriever_server.app import create_app
+    from tests.loopback import ServerThread
+
+    server = ServerThread(create_app(bm25, cache_size=128)).start()
+    yield server
+    server.stop()

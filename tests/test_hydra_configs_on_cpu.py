@@ -13,6 +13,10 @@ COMPOSITIONS = [
     ("sft", [], {"sft.yaml"}),
     ("sft", ["+platform=sft_cpu"], {"platform/sft_cpu.yaml"}),
     ("rl_base", [], {"rl_base.yaml", "reward/coa.yaml"}),
+    ("retriever_server", [], {"retriever_server.yaml", "retriever/bm25.yaml"}),
+    ("retriever_server", ["retriever=dense"], {"retriever/dense.yaml"}),
+    ("retriever_server", ["retriever=flashrag", "retriever.options.flashrag_config.index_path=/idx"],
+     {"retriever/flashrag.yaml"}),
 ]
 
 
@@ -51,3 +55,15 @@ def test_rl_base_uses_grpo_and_our_reward():
     assert config.reward.custom_reward_function.path == "pkg://autocoa_verl.reward.compute_score"
     # verl's own reward fields are still there underneath ours
     assert config.reward.num_workers == 8
+
+
+@pytest.mark.parametrize("name, cls", [("bm25", "BM25Retriever"), ("dense", "DenseRetriever"),
+                                       ("flashrag", "FlashRAGRetriever")])
+def test_ops_swap_the_retriever_with_one_override(name, cls):
+    from retriever_server.serve import retriever_class
+
+    config = _compose("retriever_server", [f"retriever={name}", "retriever.options.flashrag_config.index_path=/i"]
+                      if name == "flashrag" else [f"retriever={name}"])
+    assert retriever_class(config.retriever).__name__ == cls
+    assert config.index_dir == f"build/index/{name}"
+    assert config.server.host == "127.0.0.1"

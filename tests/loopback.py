@@ -1,12 +1,11 @@
+"""Real servers on loopback for tests."""
+
 import socket
 import threading
 import time
 
-import pytest
 import uvicorn
 
-from retriever_server.app import create_app
-from retriever_server.bm25 import BM25Retriever
 
 
 def free_port() -> int:
@@ -38,22 +37,3 @@ class ServerThread:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=20)
-
-
-@pytest.fixture(scope="session")
-def bm25_index(toy_world_dir, tmp_path_factory):
-    index_dir = tmp_path_factory.mktemp("bm25")
-    BM25Retriever.build(toy_world_dir / "corpus.jsonl", index_dir, progress=False)
-    return index_dir
-
-
-@pytest.fixture(scope="session")
-def bm25(toy_world_dir, bm25_index):
-    return BM25Retriever.open(toy_world_dir / "corpus.jsonl", bm25_index)
-
-
-@pytest.fixture(scope="module")
-def bm25_server(bm25):
-    server = ServerThread(create_app(bm25, cache_size=128)).start()
-    yield server
-    server.stop()

@@ -1,0 +1,128 @@
+"""The retriever client against a real server on loopback: contract, load, faults."""
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+
+from autocoa_verl.agent.retriever_client import Passage, RetrieverClient, RetrieverError
+from tests.loopback import ServerThread, free_port
+from retriever_server.app import create_app
+
+
+def test_search_returns_passages_in_query_order(bm25_server, bm25):
+    async def run():
+        async with RetrieverClient(bm25_server.url, topk=2, max_batch=3) as client:
+            return await client.search(["Arlo founder", "region", "q3", "q4", "Arlo founder"])
+
+    results = asyncio.run(run())
+    assert len(results) == 5 and all(len(r) == 2 for r in results)
+    assert isinstance(results[0][0], Passage) and results[0] == results[4]
+    docs, scores = bm25.batch_search(["region"], 2, return_scores=True)
+    assert [(p.id, p.contents, p.score) for p in results[1]] == [
+        (d["id"], d["contents"], pytest.approx(s)) for d, s in zip(docs[0], scores[0])]
+
+
+def test_client_cache(bm25_server):
+    async def run():
+        async with RetrieverClient(bm25_server.url, cache_size=8) as client:
+            first = await client.search(["founder of Quessly"])
+            second = await client.search(["founder of Quessly"])
+            return first, second, client.cache_hits
+
+    first, second, hits = asyncio.run(run())
+    assert first == second and hits == 1
+
+
+def test_bounded_concurrent_load_has_no_errors(bm25_server):
+    async def one_client(i: int, client: RetrieverClient) -> int:
+        ok = 0
+        for j in range(20):
+            result = await client.search([f"client {i} founder", f"request {j} region"], topk=3)
+            ok += len(result) == 2 and all(len(r) == 3 for r in result)
+        return ok
+
+    async def run():
+        async with RetrieverClient(bm25_server.url, timeout_s=30) as client:
+            return await asyncio.gather(*(one_client(i, client) for i in range(32)))
+
+    assert asyncio.run(run()) == [20] * 32
+    stats = httpx.get(f"{bm25_server.url}/stats").json()
+    assert stats["server_errors"] == 0 and stats["requests"] >= 640
+
+
+def test_bad_request_is_not_retried(bm25_server):
+    async def run():
+        async with RetrieverClient(bm25_server.url, max_retries=3) as client:
+            await client.search(["   "])
+
+    with pytest.raises(RetrieverError) as error:
+        asyncio.run(run())
+    assert (error.value.kind, error.value.attempts) == ("bad_request", 1)
+    assert "empty query" in str(error.value)
+
+
+def test_server_down_then_restarted_while_client_retries(bm25):
+    server = ServerThread(create_app(bm25)).start()
+    server.stop()
+    restart = threading.Timer(0.6, server.start)
+    restart.start()
+
+    async def run():
+        async with RetrieverClient(server.url, timeout_s=2, max_retries=6, backoff_s=0.2) as client:
+            return await client.search(["Arlo founder"])
+
+    try:
+        result = asyncio.run(run())
+        assert len(result[0]) == 3
+    finally:
+        restart.join()
+        server.stop()
+
+
+def test_server_gone_raises_typed_error_within_budget():
+    url = f"http://127.0.0.1:{free_port()}"
+    start = time.perf_counter()
+    timeout_s, retries, backoff = 1.0, 3, 0.1
+    with pytest.raises(RetrieverError) as error:
+        asyncio.run(RetrieverClient(url, timeout_s=timeout_s, max_retries=retries, backoff_s=backoff).search(["q"]))
+    budget = (retries + 1) * timeout_s + backoff * (2 ** retries - 1)
+    assert time.perf_counter() - start < budget + 1.0
+    assert (error.value.kind, error.value.attempts) == ("connection", 4)
+
+
+def test_slow_server_times_out_as_typed_error(bm25):
+    class Slow:
+        backend, corpus = "slow", bm25.corpus
+
+        def batch_search(self, queries, topk, return_scores=False):
+            time.sleep(1.0)
+            return bm25.batch_search(queries, topk, return_scores)
+
+    server = ServerThread(create_app(Slow())).start()
+    try:
+        with pytest.raises(RetrieverError) as error:
+            asyncio.run(RetrieverClient(server.url, timeout_s=0.3, max_retries=1, backoff_s=0.05).search(["q"]))
+        assert (error.value.kind, error.value.attempts) == ("timeout", 2)
+    finally:
+        server.stop()
+
+
+def test_bad_response_is_typed():
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/retrieve")
+    async def wrong() -> dict:
+        return {"result": [[{"doc": "no document key"}]]}
+
+    server = ServerThread(app).start()
+    try:
+        with pytest.raises(RetrieverError) as error:
+            asyncio.run(RetrieverClient(server.url).search(["q"]))
+        assert error.value.kind == "bad_response"
+    finally:
+        server.stop()
