@@ -1,17 +1,21 @@
 # autocoa_verl — every stage is a make target; README.md lists them.
-# Variables: VENV (virtualenv dir), BUILD (data/models/outputs dir), PYTEST_ARGS.
+# Variables: VENV (virtualenv dir), BUILD (data/models/outputs dir), PYTEST_ARGS, RETRIEVER (bm25|dense), PORT,
+# MODE (ray|uvicorn), BENCH_ARGS.
 SHELL := /bin/bash
 VENV ?= .venv
 BUILD ?= build
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.autocoa-installed
+RETRIEVER ?= bm25
+PORT ?= 8000
+MODE ?= ray
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE ?= disabled
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install install-gpu lock test demo toy-world models clean
+.PHONY: help install install-gpu lock test demo toy-world models clean index retriever bench-retriever
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -52,3 +56,14 @@ demo: $(STAMP)  ## set up and run the pipeline on the embedded toy world (see RE
 
 clean:  ## remove build outputs (keeps the venv)
 	rm -rf $(BUILD) outputs checkpoints
+
+index: toy-world  ## build the retriever index (RETRIEVER=bm25|dense) for the toy corpus in $(BUILD)/index
+	$(PY) recipes/build_index.py retriever=$(RETRIEVER) corpus_path=$(BUILD)/toy/corpus.jsonl \
+	  index_dir=$(BUILD)/index/$(RETRIEVER) hydra.run.dir=$(BUILD)/hydra/index
+
+retriever: index  ## serve it on 127.0.0.1:$(PORT) with Ray Serve (MODE=uvicorn for no Ray); Ctrl-C stops
+	$(PY) recipes/serve_retriever.py retriever=$(RETRIEVER) corpus_path=$(BUILD)/toy/corpus.jsonl \
+	  index_dir=$(BUILD)/index/$(RETRIEVER) server.port=$(PORT) server.mode=$(MODE) hydra.run.dir=$(BUILD)/hydra/serve
+
+bench-retriever: $(STAMP)  ## retriever throughput/latency at 1/16/64 clients vs the in-process ceiling (100k passages)
+	$(PY) benchmarks/retriever_bench.py --out $(BUILD)/bench/retriever $(BENCH_ARGS)

@@ -12,6 +12,14 @@ from tests.loopback import ServerThread, free_port
 from retriever_server.app import create_app
 
 
+def _search(url, queries, **kwargs):
+    async def run():
+        async with RetrieverClient(url, **kwargs) as client:
+            return await client.search(queries)
+
+    return asyncio.run(run())
+
+
 def test_search_returns_passages_in_query_order(bm25_server, bm25):
     async def run():
         async with RetrieverClient(bm25_server.url, topk=2, max_batch=3) as client:
@@ -54,12 +62,8 @@ def test_bounded_concurrent_load_has_no_errors(bm25_server):
 
 
 def test_bad_request_is_not_retried(bm25_server):
-    async def run():
-        async with RetrieverClient(bm25_server.url, max_retries=3) as client:
-            await client.search(["   "])
-
     with pytest.raises(RetrieverError) as error:
-        asyncio.run(run())
+        _search(bm25_server.url, ["   "], max_retries=3)
     assert (error.value.kind, error.value.attempts) == ("bad_request", 1)
     assert "empty query" in str(error.value)
 
@@ -70,12 +74,8 @@ def test_server_down_then_restarted_while_client_retries(bm25):
     restart = threading.Timer(0.6, server.start)
     restart.start()
 
-    async def run():
-        async with RetrieverClient(server.url, timeout_s=2, max_retries=6, backoff_s=0.2) as client:
-            return await client.search(["Arlo founder"])
-
     try:
-        result = asyncio.run(run())
+        result = _search(server.url, ["Arlo founder"], timeout_s=2, max_retries=6, backoff_s=0.2)
         assert len(result[0]) == 3
     finally:
         restart.join()
@@ -87,7 +87,7 @@ def test_server_gone_raises_typed_error_within_budget():
     start = time.perf_counter()
     timeout_s, retries, backoff = 1.0, 3, 0.1
     with pytest.raises(RetrieverError) as error:
-        asyncio.run(RetrieverClient(url, timeout_s=timeout_s, max_retries=retries, backoff_s=backoff).search(["q"]))
+        _search(url, ["q"], timeout_s=timeout_s, max_retries=retries, backoff_s=backoff)
     budget = (retries + 1) * timeout_s + backoff * (2 ** retries - 1)
     assert time.perf_counter() - start < budget + 1.0
     assert (error.value.kind, error.value.attempts) == ("connection", 4)
@@ -104,7 +104,7 @@ def test_slow_server_times_out_as_typed_error(bm25):
     server = ServerThread(create_app(Slow())).start()
     try:
         with pytest.raises(RetrieverError) as error:
-            asyncio.run(RetrieverClient(server.url, timeout_s=0.3, max_retries=1, backoff_s=0.05).search(["q"]))
+            _search(server.url, ["q"], timeout_s=0.3, max_retries=1, backoff_s=0.05)
         assert (error.value.kind, error.value.attempts) == ("timeout", 2)
     finally:
         server.stop()
@@ -122,7 +122,7 @@ def test_bad_response_is_typed():
     server = ServerThread(app).start()
     try:
         with pytest.raises(RetrieverError) as error:
-            asyncio.run(RetrieverClient(server.url).search(["q"]))
+            _search(server.url, ["q"])
         assert error.value.kind == "bad_response"
     finally:
         server.stop()
