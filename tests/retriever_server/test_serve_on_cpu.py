@@ -42,8 +42,9 @@ def test_ray_serve_two_replicas_answer_the_contract(local_ray, toy_world_dir, bm
             return await asyncio.gather(*(client.search([f"q{i} founder", "region"]) for i in range(16)))
 
     results = asyncio.run(run())
-    expected = bm25.batch_search(["region"], 2)
-    assert all([p.id for p in r[1]] == [d["id"] for d in expected[0]] for r in results)
+    # scores, not ids: equal-score ties may be ordered differently by the numpy and numba engines
+    _, expected = bm25.batch_search(["region"], 2, return_scores=True)
+    assert all([p.score for p in r[1]] == pytest.approx(expected[0]) for r in results)
     from ray import serve
 
     assert serve.status().applications["retriever"].deployments["retriever"].replica_states.get("RUNNING") == 2
