@@ -65,10 +65,11 @@ def ceiling(retriever, queries: list[str], topk: int, batch: int = 512) -> float
     return len(queries) / (time.perf_counter() - start)
 
 
-def start_server(backend: str, corpus: Path, index_dir: str, port: int, mode: str) -> subprocess.Popen:
+def start_server(backend: str, corpus: Path, index_dir: str, port: int, mode: str,
+                 overrides: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / "recipes" / "serve_retriever.py"), f"retriever={backend}",
            f"corpus_path={corpus}", f"index_dir={index_dir}", f"server.port={port}", f"server.mode={mode}",
-           "app.max_batch_queries=512", f"hydra.run.dir={corpus.parent / 'hydra'}"]
+           "app.max_batch_queries=512", f"hydra.run.dir={corpus.parent / 'hydra'}", *overrides]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     deadline = time.time() + 600
@@ -119,7 +120,8 @@ async def load(url: str, queries: list[str], clients: int, requests_per_client: 
 
 def markdown(report: dict) -> str:
     lines = [f"# Retriever benchmark ({report['passages']} passages, topk {report['topk']}, "
-             f"{report['queries_per_request']} query/request, server mode {report['mode']})", "",
+             f"{report['queries_per_request']} query/request, server mode {report['mode']}, overrides "
+             f"{report['server_overrides'] or 'none'})", "",
              "| backend | index build s | server RSS MB | ceiling q/s | clients | q/s | % of ceiling | p50 ms | p99 ms "
              "| p99/p50 | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in report["backends"]:
@@ -143,18 +145,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries-per-request", type=int, default=1)
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument("--mode", choices=["uvicorn", "ray"], default="uvicorn")
+    parser.add_argument("--server-override", action="append", default=[],
+                        help="a Hydra override for the server, e.g. app.batch_wait_ms=10 (repeatable)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     corpus, queries = world(out, args.passages)
     report = {"passages": sum(1 for _ in open(corpus)), "topk": args.topk, "mode": args.mode,
+              "server_overrides": args.server_override,
               "queries_per_request": args.queries_per_request, "backends": []}
     for backend in args.backends.split(","):
         retriever, manifest = index(backend, corpus, out)
         ceiling_qps = ceiling(retriever, queries, args.topk)
         del retriever
         port = free_port()
-        server = start_server(backend, corpus, manifest["index_dir"], port, args.mode)
+        server = start_server(backend, corpus, manifest["index_dir"], port, args.mode, args.server_override)
         url = f"http://127.0.0.1:{port}"
         try:
             rows = []
