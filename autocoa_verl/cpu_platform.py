@@ -1,4 +1,5 @@
-"""A CPU platform for verl, so verl's own trainers (SFT, GRPO) run unchanged on a machine with no accelerator.
+"""A CPU platform for verl, so verl's own trainers run unchanged on a machine with no accelerator (the SFT trainer is
+tested here; the GRPO trainer is the RL issue's).
 
 verl 0.9 has no CPU platform, but it has a platform-plugin hook: a module loaded at ``import verl`` (through the
 ``verl.plugins`` entry point this package declares, or ``VERL_USE_EXTERNAL_MODULES=autocoa_verl.cpu_platform``)
@@ -15,9 +16,9 @@ Each piece, and why it exists:
                                     We collapse exactly that string to ``"gloo"``. ``tests/test_cpu_platform_on_cpu.py``
                                     fails when torch accepts the string (patch no longer needed) or verl stops building
                                     it (patch no longer applies).
-    ``_use_all_cores``               torchrun and Ray start workers with OMP_NUM_THREADS=1 (right for GPU workers, 3x
-                                    slower for a CPU trainer): each local rank gets its share of the cores instead
-                                    (``AUTOCOA_CPU_THREADS`` overrides).
+    ``_use_all_cores``              torchrun and Ray start workers with OMP_NUM_THREADS=1 (right for GPU workers; a
+                                    SmolLM2 fp32 SFT step took 161 s with 1 thread, 25 s with 2): each local rank gets
+                                    its share of the cores instead (``AUTOCOA_CPU_THREADS`` overrides).
     ``ray_resource_name() == "GPU"`` verl's Ray worker groups only count "GPU"/"NPU" resources, so a CPU run declares
                                     logical GPUs to Ray (``ray_init.num_gpus``) and its workers ask for those.
 """
@@ -212,14 +213,3 @@ class PlatformCPU(PlatformBase):
     def cudart(self) -> Any:
         return None
 
-
-def cpu_environment() -> dict[str, str]:
-    """Environment variables that select this platform for verl and keep everything offline and on the CPU."""
-    return {
-        "VERL_PLATFORM": "cpu",
-        "CUDA_VISIBLE_DEVICES": "",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
-    }
