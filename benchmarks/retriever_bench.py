@@ -47,12 +47,12 @@ def world(out: Path, passages: int) -> tuple[Path, list[str]]:
     return world_dir / "corpus.jsonl", queries
 
 
-def index(backend: str, corpus: Path, out: Path) -> tuple[object, dict]:
+def index(backend: str, corpus: Path, out: Path, options: dict) -> tuple[object, dict]:
     cls, index_dir = BACKENDS[backend], out / f"index-{backend}-{corpus.parent.name}"
     try:
-        retriever = cls.open(corpus, index_dir)
+        retriever = cls.open(corpus, index_dir, **options)
     except IndexMismatchError:
-        retriever = cls.build(corpus, index_dir)
+        retriever = cls.build(corpus, index_dir, **options)
     return retriever, json.loads((index_dir / "manifest.json").read_text()) | {"index_dir": str(index_dir)}
 
 
@@ -120,8 +120,8 @@ async def load(url: str, queries: list[str], clients: int, requests_per_client: 
 
 def markdown(report: dict) -> str:
     lines = [f"# Retriever benchmark ({report['passages']} passages, topk {report['topk']}, "
-             f"{report['queries_per_request']} query/request, server mode {report['mode']}, overrides "
-             f"{report['server_overrides'] or 'none'})", "",
+             f"{report['queries_per_request']} query/request, server mode {report['mode']}, options "
+             f"{report['options'] or 'default'}, server overrides {report['server_overrides'] or 'none'})", "",
              "| backend | index build s | server RSS MB | ceiling q/s | clients | q/s | % of ceiling | p50 ms | p99 ms "
              "| p99/p50 | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in report["backends"]:
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries-per-request", type=int, default=1)
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument("--mode", choices=["uvicorn", "ray"], default="uvicorn")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a backend option for both the in-process and the served retriever, e.g. "
+                             "faiss_type=HNSW32 (repeatable)")
     parser.add_argument("--server-override", action="append", default=[],
                         help="a Hydra override for the server, e.g. app.batch_wait_ms=10 (repeatable)")
     args = parser.parse_args(argv)
@@ -154,12 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     report = {"passages": sum(1 for _ in open(corpus)), "topk": args.topk, "mode": args.mode,
               "server_overrides": args.server_override,
               "queries_per_request": args.queries_per_request, "backends": []}
+    options = dict(option.split("=", 1) for option in args.option)
+    overrides = args.server_override + [f"retriever.options.{k}={v}" for k, v in options.items()]
+    report["options"] = options
     for backend in args.backends.split(","):
-        retriever, manifest = index(backend, corpus, out)
+        retriever, manifest = index(backend, corpus, out, options)
         ceiling_qps = ceiling(retriever, queries, args.topk)
         del retriever
         port = free_port()
-        server = start_server(backend, corpus, manifest["index_dir"], port, args.mode, args.server_override)
+        server = start_server(backend, corpus, manifest["index_dir"], port, args.mode, overrides)
         url = f"http://127.0.0.1:{port}"
         try:
             rows = []
