@@ -87,7 +87,7 @@ def start_server(backend: str, corpus: Path, index_dir: str, port: int, mode: st
 
 
 async def load(url: str, queries: list[str], clients: int, requests_per_client: int, per_request: int,
-               topk: int) -> dict:
+               topk: int, coalesce_ms: float) -> dict:
     """``clients`` concurrent clients, each sending ``requests_per_client`` requests in a row."""
     latencies: list[float] = []
     errors = 0
@@ -104,7 +104,8 @@ async def load(url: str, queries: list[str], clients: int, requests_per_client: 
             except RetrieverError:
                 errors += 1
 
-    async with RetrieverClient(url, timeout_s=60, max_retries=0, max_connections=max(64, clients)) as client:
+    async with RetrieverClient(url, timeout_s=60, max_retries=0, max_connections=max(64, clients),
+                               coalesce_ms=coalesce_ms) as client:
         await client.search(queries[:per_request], topk)  # warm-up: open a connection before the clock starts
         start = time.perf_counter()
         await asyncio.gather(*(one(i, client) for i in range(clients)))
@@ -119,7 +120,8 @@ async def load(url: str, queries: list[str], clients: int, requests_per_client: 
 
 def markdown(report: dict) -> str:
     lines = [f"# Retriever benchmark ({report['passages']} passages, topk {report['topk']}, "
-             f"{report['queries_per_request']} query/request, server mode {report['mode']}, options "
+             f"{report['queries_per_request']} query/call, client coalescing {report['client_coalesce_ms']} ms, server mode "
+             f"{report['mode']}, options "
              f"{report['options'] or 'default'}, server overrides {report['server_overrides'] or 'none'})", "",
              "| backend | index build s | server RSS MB | ceiling q/s | clients | q/s | % of ceiling | p50 ms | p99 ms "
              "| p99/p50 | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries-per-request", type=int, default=1)
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument("--mode", choices=["uvicorn", "ray"], default="uvicorn")
+    parser.add_argument("--coalesce-ms", type=float, default=0.0,
+                        help="client-side coalescing window shared by the concurrent clients (0: off)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a backend option for both the in-process and the served retriever, e.g. "
                              "faiss_type=HNSW32 (repeatable)")
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     corpus, queries = world(out, args.passages)
     report = {"passages": sum(1 for _ in open(corpus)), "topk": args.topk, "mode": args.mode,
+              "client_coalesce_ms": args.coalesce_ms,
               "server_overrides": args.server_override,
               "queries_per_request": args.queries_per_request, "backends": []}
     options = dict(option.split("=", 1) for option in args.option)
@@ -170,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
             rows = []
             for clients in map(int, args.concurrency.split(",")):
                 per_client = args.requests_per_client or max(20, 1000 // clients)
-                row = asyncio.run(load(url, queries, clients, per_client, args.queries_per_request, args.topk))
+                row = asyncio.run(load(url, queries, clients, per_client, args.queries_per_request, args.topk,
+                                       args.coalesce_ms))
                 row["pct_of_ceiling"] = round(100 * row["queries_per_s"] / ceiling_qps, 1)
                 rows.append(row)
                 print(backend, row, flush=True)

@@ -49,12 +49,19 @@ class RetrieverClient:
         max_batch: queries per HTTP request; larger calls are split and sent concurrently.
         cache_size: LRU entries of (query, topk); 0 disables.
         max_connections: connection pool size.
+        coalesce_ms: concurrent ``search`` calls made within this window share HTTP requests (the rollout's case:
+            many samples of one worker each asking one query); 0 sends each call on its own.
     """
 
     def __init__(self, url: str, topk: int = 3, timeout_s: float = 10.0, max_retries: int = 3,
-                 backoff_s: float = 0.2, max_batch: int = 64, cache_size: int = 0, max_connections: int = 64):
-        if max_retries < 0 or timeout_s <= 0 or max_batch < 1 or topk < 1:
-            raise ValueError("RetrieverClient: need max_retries >= 0, timeout_s > 0, max_batch >= 1, topk >= 1")
+                 backoff_s: float = 0.2, max_batch: int = 64, cache_size: int = 0, max_connections: int = 64,
+                 coalesce_ms: float = 0.0):
+        if max_retries < 0 or timeout_s <= 0 or max_batch < 1 or topk < 1 or coalesce_ms < 0:
+            raise ValueError("RetrieverClient: need max_retries >= 0, timeout_s > 0, max_batch >= 1, topk >= 1, "
+                             "coalesce_ms >= 0")
+        self.coalesce_s = coalesce_ms / 1000
+        self._pending: dict[int, list[tuple[list[str], asyncio.Future]]] = {}
+        self._flush: asyncio.Task | None = None
         self.url = url.rstrip("/") + "/retrieve"
         self.topk, self.timeout_s, self.max_retries = topk, timeout_s, max_retries
         self.backoff_s, self.max_batch = backoff_s, max_batch
@@ -91,13 +98,45 @@ class RetrieverClient:
                     results[q] = self._cache[(q, topk)]
                     self.cache_hits += 1
         missing = [q for q in dict.fromkeys(queries) if q not in results]
-        chunks = [missing[i : i + self.max_batch] for i in range(0, len(missing), self.max_batch)]
-        for chunk, passages in zip(chunks, await asyncio.gather(*(self._post(c, topk) for c in chunks))):
-            for q, hits in zip(chunk, passages):
+        if missing:
+            fetched = await (self._coalesced(missing, topk) if self.coalesce_s > 0 else self._fetch(missing, topk))
+            for q, hits in zip(missing, fetched):
                 results[q] = hits
                 if self._cache is not None:
                     self._cache[(q, topk)] = hits
         return [results[q] for q in queries]
+
+    async def _fetch(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        """One HTTP request per ``max_batch`` queries, sent concurrently."""
+        chunks = [queries[i : i + self.max_batch] for i in range(0, len(queries), self.max_batch)]
+        return [hits for part in await asyncio.gather(*(self._post(c, topk) for c in chunks)) for hits in part]
+
+    async def _coalesced(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        """Queues the call; a flush ``coalesce_ms`` after the first queued call sends everything queued by then."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.setdefault(topk, []).append((queries, future))
+        if self._flush is None or self._flush.done():
+            self._flush = loop.create_task(self._flush_pending())
+        return await future
+
+    async def _flush_pending(self) -> None:
+        await asyncio.sleep(self.coalesce_s)
+        pending, self._pending = self._pending, {}
+        for topk, calls in pending.items():
+            merged = [q for queries, _ in calls for q in queries]
+            try:
+                hits = await self._fetch(merged, topk)
+            except Exception as error:  # every waiting call gets the failure, none is left hanging
+                for _, future in calls:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            start = 0
+            for queries, future in calls:
+                if not future.done():
+                    future.set_result(hits[start : start + len(queries)])
+                start += len(queries)
 
     async def _post(self, queries: list[str], topk: int) -> list[list[Passage]]:
         payload = {"queries": queries, "topk": topk, "return_scores": True}

@@ -126,3 +126,32 @@ def test_bad_response_is_typed():
         assert error.value.kind == "bad_response"
     finally:
         server.stop()
+
+
+def test_coalescing_merges_concurrent_calls_into_few_requests(bm25):
+    server = ServerThread(create_app(bm25)).start()
+    queries = [f"query {i} founder" for i in range(24)]
+    try:
+        async def run(coalesce_ms):
+            async with RetrieverClient(server.url, topk=2, coalesce_ms=coalesce_ms, max_batch=10) as client:
+                return await asyncio.gather(*(client.search([q]) for q in queries))
+
+        alone = asyncio.run(run(0))
+        requests_before = httpx.get(f"{server.url}/stats").json()["requests"]
+        merged = asyncio.run(run(5))
+        requests = httpx.get(f"{server.url}/stats").json()["requests"] - requests_before
+    finally:
+        server.stop()
+    assert merged == alone  # each call still gets its own query's passages, in order
+    assert requests == 3  # 24 queries in one flush, max_batch 10 -> 3 requests instead of 24
+
+
+def test_coalesced_failure_reaches_every_caller():
+    url = f"http://127.0.0.1:{free_port()}"
+
+    async def run():
+        async with RetrieverClient(url, coalesce_ms=2, max_retries=0, timeout_s=1) as client:
+            return await asyncio.gather(*(client.search([f"q{i}"]) for i in range(5)), return_exceptions=True)
+
+    outcomes = asyncio.run(run())
+    assert all(isinstance(o, RetrieverError) and o.kind == "connection" for o in outcomes)
