@@ -31,7 +31,11 @@ _PETS = ["dog", "cat", "horse", "parrot", "goat", "owl"]
 
 @dataclass(frozen=True)
 class Relation:
-    """One relation of the world: how to ask it, search for it, refer through it and state it."""
+    """One relation of the world: how to ask it, search for it, refer through it and state it.
+
+    In ``question``, ``noun_phrase`` and ``sentence``, ``{x}``/``{y}`` are *mentions* ("the Zent Guild", "Arlo Venn",
+    or a noun phrase), which carry their own article; ``query`` uses the bare name.
+    """
 
     name: str
     subject: str
@@ -50,17 +54,17 @@ RELATIONS = {
         Relation("birth_year", "person", "year", "What is the birth year of {x}?", "{x} birth year",
                  None, "{x} was born in the year {y}."),
         Relation("works_for", "person", "org", "Which organisation does {x} work for?", "{x} employer",
-                 "the organisation that {x} works for", "{x} works for the {y}."),
+                 "the organisation that {x} works for", "{x} works for {y}."),
         Relation("city_founder", "city", "person", "Who founded {x}?", "{x} founder",
                  "the founder of {x}", "{x} was founded by {y}."),
         Relation("founding_year", "city", "year", "In what year was {x} founded?", "{x} founding year",
                  None, "{x} was founded in the year {y}."),
         Relation("region", "city", "region", "In which region does {x} lie?", "{x} region",
-                 None, "{x} lies in the {y}."),
-        Relation("headquarters", "org", "city", "In which city is the {x} headquartered?", "{x} headquarters",
-                 "the city where the {x} is headquartered", "The {x} is headquartered in {y}."),
-        Relation("org_founder", "org", "person", "Who founded the {x}?", "{x} founder",
-                 "the founder of the {x}", "The {x} was founded by {y}."),
+                 None, "{x} lies in {y}."),
+        Relation("headquarters", "org", "city", "In which city is {x} headquartered?", "{x} headquarters",
+                 "the city where {x} is headquartered", "{x} is headquartered in {y}."),
+        Relation("org_founder", "org", "person", "Who founded {x}?", "{x} founder",
+                 "the founder of {x}", "{x} was founded by {y}."),
     ]
 }
 # Chains of relations that make questions, by number of hops; each link's object type is the next one's subject.
@@ -165,15 +169,26 @@ class ToyWorld:
         self._rng = rng
 
     def value(self, entity: Entity, relation: str) -> str:
-        """The object of ``relation`` for ``entity``, as text (an entity's name or a year)."""
+        """The object of ``relation`` for ``entity``, as an answer (an entity's name or a year)."""
         obj = entity.facts[relation]
         return self.entities[obj].name if obj in self.entities else obj
+
+    @staticmethod
+    def mention(entity: Entity) -> str:
+        """How text refers to ``entity``: organisations and regions take "the"."""
+        return f"the {entity.name}" if entity.kind in ("org", "region") else entity.name
+
+    def _object_mention(self, entity: Entity, relation: str) -> str:
+        obj = entity.facts[relation]
+        return self.mention(self.entities[obj]) if obj in self.entities else obj
 
     def passage(self, entity: Entity) -> dict[str, str]:
         """The entity's FlashRAG passage: ``{"id", "contents": "\\"Title\\"\\ntext"}``."""
         kind = {"person": "a person", "city": "a city", "org": "an organisation", "region": "a region"}[entity.kind]
         sentences = [f"{entity.name} is {kind}."]
-        sentences += [RELATIONS[r].sentence.format(x=entity.name, y=self.value(entity, r)) for r in entity.facts]
+        for r in entity.facts:
+            sentence = RELATIONS[r].sentence.format(x=self.mention(entity), y=self._object_mention(entity, r))
+            sentences.append(sentence[0].upper() + sentence[1:])
         return {"id": entity.id, "contents": f'"{entity.name}"\n' + " ".join(sentences)}
 
     def corpus(self) -> Iterator[dict[str, str]]:
@@ -187,17 +202,16 @@ class ToyWorld:
             relation = RELATIONS[relation_name]
             answer = self.value(entity, relation_name)
             steps.append({
-                "question": relation.question.format(x=entity.name),
+                "question": relation.question.format(x=self.mention(entity)),
                 "query": relation.query.format(x=entity.name),
                 "answer": answer,
                 "doc_id": entity.id,
             })
             entity = self.entities.get(entity.facts[relation_name])
-        phrase = start.name
+        phrase = self.mention(start)
         for relation_name in chain[:-1]:
             phrase = RELATIONS[relation_name].noun_phrase.format(x=phrase)
         question = RELATIONS[chain[-1]].question.format(x=phrase)
-        question = question.replace("the the ", "the ").replace("the The ", "the ")
         return {"question": question, "golden_answers": [steps[-1]["answer"]], "hops": len(chain),
                 "needs_search": True, "chain": steps, "kind": "+".join(chain)}
 
