@@ -170,15 +170,14 @@ def parse_action(text: str, preset: str | TagPreset = DEFAULT_PRESET, max_query_
         return Action("malformed", reason=FORGED_OBSERVATION, end=start)
     is_search = tag == p.search_open
     body_start = start + len(tag)
+    close_tag = p.search_close if is_search else p.answer_close
     if not is_search and p.boxed_answer:
         close = _find_boxed_close(text, body_start)
-        close_len = 1
     else:
-        close = text.find(p.search_close if is_search else p.answer_close, body_start)
-        close_len = len(p.search_close if is_search else p.answer_close)
+        close = text.find(close_tag, body_start)
     if close == -1:
         return Action("malformed", reason=UNCLOSED_TAG, end=len(text))
-    end = close + close_len
+    end = close + len(close_tag)
     body = text[body_start:close]
     if _first_tag(body, p.opening_tags)[0] != -1:
         return Action("malformed", reason=NESTED_TAG, end=end)
@@ -351,7 +350,7 @@ def count_searches(text: str, preset: str | TagPreset = DEFAULT_PRESET) -> int:
     text, pos, count = strip_observations(text, p), 0, 0
     while True:
         action = parse_action(text[pos:], p)
-        if action.kind == "none" or action.end == 0:
+        if action.kind == "none":
             return count
         count += action.kind == "search"
         pos += action.end

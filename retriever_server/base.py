@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from retriever_server.corpus import corpus_fingerprint, load_corpus
+from retriever_server.corpus import read_corpus
 
 MANIFEST = "manifest.json"
 
@@ -63,14 +63,15 @@ class Retriever(ABC):
     def build(cls, corpus_path: str | Path, index_dir: str | Path, progress: bool = True, **options: Any):
         """Indexes the corpus into ``index_dir`` (with its manifest) and returns the ready retriever."""
         start = time.perf_counter()
-        retriever = cls(load_corpus(corpus_path, progress=progress), options)
+        corpus, fingerprint = read_corpus(corpus_path, progress=progress)
+        retriever = cls(corpus, options)
         index_dir = Path(index_dir)
         index_dir.mkdir(parents=True, exist_ok=True)
         facts = retriever._build_index(index_dir, progress)
         manifest = {
             "backend": cls.backend,
             "corpus_path": str(Path(corpus_path).resolve()),
-            "corpus_fingerprint": corpus_fingerprint(corpus_path),
+            "corpus_fingerprint": fingerprint,
             "count": len(retriever.corpus),
             "build_seconds": round(time.perf_counter() - start, 3),
             **retriever.manifest_expectations(),
@@ -90,14 +91,14 @@ class Retriever(ABC):
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("backend") != cls.backend:
             raise IndexMismatchError(f"{index_dir} is a {manifest.get('backend')!r} index, not {cls.backend!r}")
-        fingerprint = corpus_fingerprint(corpus_path)
+        corpus, fingerprint = read_corpus(corpus_path, progress=progress)
         if manifest.get("corpus_fingerprint") != fingerprint:
             raise IndexMismatchError(
                 f"{index_dir} was built from another corpus ({manifest.get('corpus_path')}, sha256 "
                 f"{str(manifest.get('corpus_fingerprint'))[:12]}...) than {corpus_path} (sha256 {fingerprint[:12]}...): "
                 "rebuild the index"
             )
-        retriever = cls(load_corpus(corpus_path, progress=progress), options)
+        retriever = cls(corpus, options)
         for key, wanted in retriever.manifest_expectations().items():
             if manifest.get(key) != wanted:
                 raise IndexMismatchError(f"{index_dir} was built with {key}={manifest.get(key)!r}, but this "

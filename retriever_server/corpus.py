@@ -13,8 +13,10 @@ class CorpusError(ValueError):
     """A corpus file is missing or has a bad row (the message names file and line)."""
 
 
-def load_corpus(path: str | Path, progress: bool = False) -> list[dict[str, str]]:
-    """Reads a FlashRAG corpus; every row must have a string ``contents`` and an ``id`` (ids are kept as strings).
+def read_corpus(path: str | Path, progress: bool = False) -> tuple[list[dict[str, str]], str]:
+    """Reads a FlashRAG corpus in one pass: its documents and the sha256 of the file's bytes (an index is only
+    served with the corpus it was built from). Every row must have a string ``contents`` and an ``id`` (ids are
+    kept as strings).
 
     Raises:
         CorpusError: missing file, invalid JSON, a missing/ill-typed field, a duplicate id, or an empty corpus.
@@ -22,9 +24,11 @@ def load_corpus(path: str | Path, progress: bool = False) -> list[dict[str, str]
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"corpus file not found: {path}")
-    docs, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(tqdm(f, desc=f"read {path.name}", unit=" docs", disable=not progress), 1):
+    docs, seen, digest = [], set(), hashlib.sha256()
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(tqdm(f, desc=f"read {path.name}", unit=" docs", disable=not progress), 1):
+            digest.update(raw)
+            line = raw.decode("utf-8")
             if not line.strip():
                 continue
             try:
@@ -42,13 +46,9 @@ def load_corpus(path: str | Path, progress: bool = False) -> list[dict[str, str]
             docs.append({"id": doc_id, "contents": row["contents"]})
     if not docs:
         raise CorpusError(f"{path}: the corpus is empty")
-    return docs
+    return docs, digest.hexdigest()
 
 
-def corpus_fingerprint(path: str | Path) -> str:
-    """sha256 of the corpus file's bytes: an index is only served with the corpus it was built from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def load_corpus(path: str | Path, progress: bool = False) -> list[dict[str, str]]:
+    """The documents of a FlashRAG corpus (see ``read_corpus``)."""
+    return read_corpus(path, progress)[0]

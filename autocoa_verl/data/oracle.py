@@ -11,7 +11,6 @@ become think -> answer (CoT).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from autocoa_verl.protocol import DEFAULT_PRESET, build_prompt, get_preset, render_observation
@@ -54,12 +53,9 @@ def write_oracle_parquet(questions_path: str | Path, corpus_path: str | Path, ou
     import pandas as pd
 
     from autocoa_verl.data.qa_files import read_qa_jsonl
+    from retriever_server.corpus import load_corpus
 
-    passages = {}
-    with open(corpus_path, encoding="utf-8") as f:
-        for line in f:
-            doc = json.loads(line)
-            passages[doc["id"]] = doc["contents"]
+    passages = {doc["id"]: doc["contents"] for doc in load_corpus(corpus_path)}
     records = []
     for row in read_qa_jsonl(questions_path):
         if "chain" not in row or "needs_search" not in row:
