@@ -100,6 +100,8 @@ class QueryBatcher:
         """Starts the worker on the running event loop (again, if the app now runs on another loop)."""
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
+        if self._executor is not None:  # left by a previous loop that ended without the lifespan's stop()
+            self._executor.shutdown(wait=False)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retriever")
         self._worker = self._loop.create_task(self._run())
 
