@@ -25,10 +25,31 @@ def _compose(name, overrides):
         return compose(name, overrides=overrides)
 
 
+# verl registry files (lists, loaded by verl itself), checked by test_agent_loop_registry
+REGISTRIES = {"agent_loops.yaml"}
+
+
 def test_every_config_file_is_composed_by_a_test():
     files = {str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.yaml")}
     covered = set().union(*(c for _, _, c in COMPOSITIONS))
-    assert files == covered
+    assert files == covered | REGISTRIES
+
+
+def test_agent_loop_registry_names_importable_loops_and_rl_base_uses_it():
+    from hydra.utils import get_class
+    from verl.experimental.agent_loop.agent_loop import AgentLoopBase
+    from verl.utils.import_utils import load_class_from_fqn
+
+    config = _compose("rl_base", [])
+    agent = config.actor_rollout_ref.rollout.agent
+    # verl resolves the path against the working directory: the project root, where make and the recipes run
+    entries = OmegaConf.load(CONFIG_DIR.parent / agent.agent_loop_config_path)
+    assert [e.name for e in entries] == ["coa_agent"] and agent.default_agent_loop == "coa_agent"
+    assert all(issubclass(get_class(e._target_), AgentLoopBase) for e in entries)
+    from verl.experimental.agent_loop import AgentLoopManager
+
+    assert issubclass(load_class_from_fqn(agent.agent_loop_manager_class, "AgentLoopManager"), AgentLoopManager)
+    assert config.trainer.use_v1 is False
 
 
 @pytest.mark.parametrize("name, overrides, _covers", COMPOSITIONS)

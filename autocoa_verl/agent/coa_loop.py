@@ -1,0 +1,201 @@
+"""The Chain-of-Action agent loop: verl generates until an action tag, the environment answers, verl continues.
+
+Registered with verl through ``hydra_configs/agent_loops.yaml`` (``rollout.agent.agent_loop_config_path``) as
+``coa_agent``; its settings live under the top-level ``coa:`` key of the RL config (``hydra_configs/rl_base.yaml``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput
+
+from autocoa_verl.agent.observers import (Observation, ObservationBudgetError, RetrieverObserver,
+                                          WorldModelObserver, shared_retriever_client, tokens_through)
+from autocoa_verl.agent.schedule import ObservationSchedule
+from autocoa_verl.protocol import (EMPTY_QUERY, FORGED_OBSERVATION, NESTED_TAG, QUERY_TOO_LONG, UNCLOSED_TAG,
+                                   get_preset, parse_action)
+
+# Malformed searches the model gets told about (in an observation block) and may retry; any other malformed action
+# (unclosed tag, empty answer, a forged observation) ends the sample.
+RETRYABLE = (EMPTY_QUERY, NESTED_TAG, QUERY_TOO_LONG)
+
+
+@dataclass
+class Trajectory:
+    """The response as it is built: every token is appended together with its mask and log-prob."""
+
+    response_ids: list[int] = field(default_factory=list)
+    response_mask: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None
+    sources: list[str] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METRIC_KEYS, 0))
+    outcome: str = ""
+
+    def add_model(self, token_ids: list[int], logprobs: list[float] | None) -> None:
+        self.response_ids += token_ids
+        self.response_mask += [1] * len(token_ids)
+        if self.logprobs is not None:
+            if logprobs is None or len(logprobs) < len(token_ids):
+                raise ValueError("the server returned fewer log-probs than tokens although log-probs were requested")
+            self.logprobs += list(logprobs[: len(token_ids)])
+        self.metrics["generated_tokens"] += len(token_ids)
+
+    def add_env(self, token_ids: list[int]) -> None:
+        self.response_ids += token_ids
+        self.response_mask += [0] * len(token_ids)
+        if self.logprobs is not None:
+            self.logprobs += [0.0] * len(token_ids)
+        self.metrics["observation_tokens"] += len(token_ids)
+
+
+METRIC_KEYS = ("searches", "obs_real", "obs_simulated", "env_latency_s", "gen_latency_s", "generated_tokens",
+               "observation_tokens", "truncated_observations", "malformed", "retriever_failures",
+               "tokens_past_action", "length_limited", "answered", "turns")
+
+
+class CoAAgentLoop(AgentLoopBase):
+    """Per sample: generate with stop strings at the closing action tag, the answer's closing tag and the *opening*
+    observation tag; parse the turn with the protocol; on a search, append an observation (mask 0, log-prob 0) and
+    continue; on an answer, EOS, a limit or an unrecoverable malformed action, stop.
+
+    Defined outcomes (``extra_fields["coa_outcome"]``): ``answer``, ``no_action`` (EOS without an action),
+    ``length`` (the response budget ran out; an observation cut by it is counted as truncated), ``max_actions``
+    (a search beyond ``coa.max_actions``), ``malformed`` (unclosed tag at EOS, empty answer, forged observation),
+    ``env_failure`` (the retriever failed after its retries: no observation is written, the sample ends at the
+    action and its whole response mask is zeroed, so it carries no gradient; ``coa_env_failed`` marks it).
+    Tokens generated past an action's closing tag (an engine that ignores stop strings) are dropped and counted.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        coa = self.config.coa
+        self.preset = get_preset(coa.preset)
+        self.max_actions = int(coa.max_actions)
+        self.max_observation_tokens = int(coa.max_observation_tokens)
+        self.max_query_chars = int(coa.max_query_chars)
+        self.schedule = ObservationSchedule(**coa.schedule)
+        self.response_length = int(self.rollout_config.response_length)
+        self.stops = self.preset.stop_strings()
+
+    def observer(self, source: str):
+        coa = self.config.coa
+        if source == "simulated":
+            return WorldModelObserver(self.server_manager, self.tokenizer, self.preset, coa.world_model.temperature)
+        options = {k: v for k, v in coa.retriever.items() if k != "url"}
+        return RetrieverObserver(shared_retriever_client(coa.retriever.url, **options), self.tokenizer, self.preset)
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+        prompt_ids = await self.ct_build_initial_tokens(list(kwargs["raw_prompt"]))
+        source = self.schedule.source(kwargs.get("global_steps"), bool(kwargs.get("coa_validate", False)))
+        observer = self.observer(source)
+        trajectory = Trajectory(logprobs=[] if sampling_params.get("logprobs") else None)
+        request_id = uuid4().hex
+        actions = 0
+        while not trajectory.outcome:
+            budget = self.response_length - len(trajectory.response_ids)
+            if budget <= 0:
+                trajectory.outcome = "length"
+                break
+            start = time.perf_counter()
+            output = await self.server_manager.generate(
+                request_id=request_id, prompt_ids=prompt_ids + trajectory.response_ids,
+                sampling_params={**sampling_params, "stop": self.stops, "max_tokens": budget})
+            trajectory.metrics["gen_latency_s"] += time.perf_counter() - start
+            trajectory.metrics["turns"] += 1
+            action = self._take_turn(trajectory, list(output.token_ids), output.log_probs, budget)
+            if trajectory.outcome:
+                break
+            if actions == self.max_actions:
+                trajectory.outcome = "max_actions"
+                break
+            actions += 1
+            if action.kind == "search":
+                await self._observe(trajectory, observer, action.content, prompt_ids, request_id, sampling_params)
+            else:  # a retryable malformed search: say what was wrong, masked like any observation
+                trajectory.add_env(self.tokenizer.encode(self._invalid_block(action.reason), add_special_tokens=False))
+        if trajectory.outcome == "env_failure":
+            trajectory.response_mask = [0] * len(trajectory.response_mask)
+        return self._output(prompt_ids, trajectory, source)
+
+    def _take_turn(self, trajectory: Trajectory, token_ids: list[int], logprobs, budget: int):
+        """Appends one generated turn (cut just past its first action) and sets the outcome if the sample ends."""
+        text = self.tokenizer.decode(token_ids)
+        action = parse_action(text, self.preset, max_query_chars=self.max_query_chars)
+        keep = len(token_ids)
+        if action.kind in ("search", "answer") or action.reason in RETRYABLE:
+            keep = tokens_through(self.tokenizer, token_ids, action.end)
+        elif action.reason == FORGED_OBSERVATION:
+            keep = tokens_through(self.tokenizer, token_ids, action.end + len(self.preset.observation_open))
+        trajectory.metrics["tokens_past_action"] += len(token_ids) - keep
+        trajectory.add_model(token_ids[:keep], logprobs)
+        hit_length = len(token_ids) >= budget
+        if action.kind == "answer":
+            trajectory.outcome = "answer"
+            trajectory.metrics["answered"] = 1
+        elif action.kind == "none":
+            trajectory.outcome = "length" if hit_length else "no_action"
+        elif action.kind == "malformed":
+            trajectory.metrics["malformed"] += 1
+            trajectory.malformed.append(action.reason)
+            if action.reason == UNCLOSED_TAG and hit_length:
+                trajectory.outcome = "length"
+            elif action.reason not in RETRYABLE:
+                trajectory.outcome = "malformed"
+        if trajectory.outcome == "length":
+            trajectory.metrics["length_limited"] = 1
+        return action
+
+    async def _observe(self, trajectory: Trajectory, observer, query: str, prompt_ids: list[int], request_id: str,
+                       sampling_params: dict[str, Any]) -> None:
+        remaining = self.response_length - len(trajectory.response_ids)
+        budget = min(self.max_observation_tokens, remaining)
+        trajectory.metrics["searches"] += 1
+        try:
+            observation: Observation = await observer.observe(query, prompt_ids + trajectory.response_ids, budget,
+                                                              request_id, sampling_params)
+        except ObservationBudgetError:  # the budget cannot even hold the tags: the response length is spent
+            trajectory.outcome, trajectory.metrics["length_limited"] = "length", 1
+            return
+        trajectory.metrics["env_latency_s"] += observation.latency_s
+        if observation.error:
+            trajectory.metrics["retriever_failures"] += 1
+            trajectory.outcome = "env_failure"
+            trajectory.malformed.append(f"retriever_{observation.error}: {observation.message}")
+            return
+        trajectory.sources.append(observation.source)
+        trajectory.metrics[f"obs_{observation.source}"] += 1
+        trajectory.metrics["truncated_observations"] += observation.truncated
+        trajectory.add_env(observation.token_ids[:remaining])
+        if len(observation.token_ids) > remaining:
+            trajectory.outcome, trajectory.metrics["length_limited"] = "length", 1
+
+    def _invalid_block(self, reason: str) -> str:
+        p = self.preset
+        return f"\n{p.observation_open}Invalid search ({reason}); write {p.search_open} query {p.search_close}." \
+               f"{p.observation_close}\n"
+
+    def _output(self, prompt_ids: list[int], trajectory: Trajectory, source: str) -> AgentLoopOutput:
+        m = trajectory.metrics
+        return AgentLoopOutput(
+            prompt_ids=prompt_ids,
+            response_ids=trajectory.response_ids,
+            response_mask=trajectory.response_mask,
+            response_logprobs=trajectory.logprobs,
+            num_turns=1 + int(m["turns"]) + len(trajectory.sources),
+            metrics=AgentLoopMetrics(generate_sequences=m["gen_latency_s"], tool_calls=m["env_latency_s"]),
+            extra_fields={
+                "coa_metrics": dict(m),
+                "coa_outcome": trajectory.outcome,
+                "coa_source": source,
+                "coa_observation_sources": list(trajectory.sources),
+                "coa_malformed": list(trajectory.malformed),
+                "coa_env_failed": trajectory.outcome == "env_failure",
+                "turn_scores": [],
+                "tool_rewards": [],
+            },
+        )

