@@ -23,10 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autocoa_verl.agent.coa_loop import CoAAgentLoop  # noqa: E402
 from autocoa_verl.agent.observers import Observation  # noqa: E402
 from autocoa_verl.agent.standalone import (LocalVLLMServer, StandaloneRollout, build_agent_loop,  # noqa: E402
-                                           compose_rl_config)
+                                           compose_rl_config, rollout_sampling_params)
 from autocoa_verl.data.oracle import oracle_trajectory  # noqa: E402
 from autocoa_verl.data.toy_world import ToyWorldConfig, build_toy_world  # noqa: E402
 from autocoa_verl.protocol import build_prompt, render_observation  # noqa: E402
@@ -158,8 +157,6 @@ def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_leng
                 real_generated = generated
 
         async def single_turn() -> float:
-            from autocoa_verl.agent.standalone import rollout_sampling_params
-
             params = rollout_sampling_params(compose_rl_config([]), validate=True)
             params.update(ignore_eos=True)
             prompt_ids = [tokenizer.apply_chat_template(p["raw_prompt"], tokenize=True, add_generation_prompt=True)
@@ -222,8 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-engine", action="store_true", help="only the bookkeeping measurement")
     args = parser.parse_args(argv)
 
-    import platform
     import os
+    import platform
 
     from transformers import AutoTokenizer
 

@@ -44,10 +44,6 @@ class ObservationSchedule:
         if self.validation not in ("real", "simulated"):
             raise ValueError(f"coa.schedule.validation={self.validation!r}: choose 'real' or 'simulated'")
 
-    @property
-    def needs_step(self) -> bool:
-        return self.kind in ("ratio", "staged")
-
     def source(self, step: int | None, validate: bool = False) -> Source:
         """The source for a rollout at ``step``; ``step`` may be None only for the ``always_*`` kinds."""
         if validate:
