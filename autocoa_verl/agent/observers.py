@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -143,14 +144,15 @@ class WorldModelObserver:
         return Observation(ids, "simulated", time.perf_counter() - start, truncated=truncated)
 
 
-_CLIENTS: dict[tuple, RetrieverClient] = {}
+_CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, RetrieverClient]]" = \
+    weakref.WeakKeyDictionary()
 
 
 def shared_retriever_client(url: str, **options: Any) -> RetrieverClient:
     """One client per (options, event loop) in this process, so that every sample of a rollout worker shares its
     connection pool and request coalescing (verl builds a new agent loop object per sample)."""
-    key = (url, tuple(sorted(options.items())), id(asyncio.get_running_loop()))
-    client = _CLIENTS.get(key)
-    if client is None:
-        client = _CLIENTS[key] = RetrieverClient(url, **options)
-    return client
+    clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})  # keyed by the loop itself: ids get reused
+    key = (url, tuple(sorted(options.items())))
+    if key not in clients:
+        clients[key] = RetrieverClient(url, **options)
+    return clients[key]
