@@ -2,7 +2,7 @@
 
 Not in the default suite yet: run it alone with `pytest tests/agent/engine_checks.py` (passed alone in 68 s). In
 the full suite the first rollout hangs (the engine client waits on output that never arrives): an open problem,
-see the closing note of issue 4.
+see the closing note of issue 4."""
 
 import json
 
