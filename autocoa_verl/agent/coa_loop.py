@@ -120,6 +120,8 @@ class CoAAgentLoop(AgentLoopBase):
                 trajectory.add_env(self.tokenizer.encode(self._invalid_block(action.reason), add_special_tokens=False))
         if trajectory.outcome == "env_failure":
             trajectory.response_mask = [0] * len(trajectory.response_mask)
+        trajectory.metrics["length_limited"] = int(trajectory.outcome == "length")
+        trajectory.metrics["answered"] = int(trajectory.outcome == "answer")
         return self._output(prompt_ids, trajectory, source)
 
     def _take_turn(self, trajectory: Trajectory, token_ids: list[int], logprobs, budget: int):
@@ -136,7 +138,6 @@ class CoAAgentLoop(AgentLoopBase):
         hit_length = len(token_ids) >= budget
         if action.kind == "answer":
             trajectory.outcome = "answer"
-            trajectory.metrics["answered"] = 1
         elif action.kind == "none":
             trajectory.outcome = "length" if hit_length else "no_action"
         elif action.kind == "malformed":
@@ -146,8 +147,6 @@ class CoAAgentLoop(AgentLoopBase):
                 trajectory.outcome = "length"
             elif action.reason not in RETRYABLE:
                 trajectory.outcome = "malformed"
-        if trajectory.outcome == "length":
-            trajectory.metrics["length_limited"] = 1
         return action
 
     async def _observe(self, trajectory: Trajectory, observer, query: str, prompt_ids: list[int], request_id: str,
@@ -159,7 +158,7 @@ class CoAAgentLoop(AgentLoopBase):
             observation: Observation = await observer.observe(query, prompt_ids + trajectory.response_ids, budget,
                                                               request_id, sampling_params)
         except ObservationBudgetError:  # the budget cannot even hold the tags: the response length is spent
-            trajectory.outcome, trajectory.metrics["length_limited"] = "length", 1
+            trajectory.outcome = "length"
             return
         trajectory.metrics["env_latency_s"] += observation.latency_s
         if observation.error:
@@ -172,7 +171,7 @@ class CoAAgentLoop(AgentLoopBase):
         trajectory.metrics["truncated_observations"] += observation.truncated
         trajectory.add_env(observation.token_ids[:remaining])
         if len(observation.token_ids) > remaining:
-            trajectory.outcome, trajectory.metrics["length_limited"] = "length", 1
+            trajectory.outcome = "length"
 
     def _invalid_block(self, reason: str) -> str:
         p = self.preset
