@@ -61,7 +61,8 @@ class RetrieverClient:
                              "coalesce_ms >= 0")
         self.coalesce_s = coalesce_ms / 1000
         self._pending: dict[int, list[tuple[list[str], asyncio.Future]]] = {}
-        self._flush: asyncio.Task | None = None
+        self._flush: asyncio.Task | None = None  # the flush collecting calls now, if any
+        self._flushing: set[asyncio.Task] = set()  # strong references: the loop only keeps weak ones
         self.url = url.rstrip("/") + "/retrieve"
         self.topk, self.timeout_s, self.max_retries = topk, timeout_s, max_retries
         self.backoff_s, self.max_batch = backoff_s, max_batch
@@ -116,13 +117,16 @@ class RetrieverClient:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.setdefault(topk, []).append((queries, future))
-        if self._flush is None or self._flush.done():
+        if self._flush is None:  # no flush is collecting: start one
             self._flush = loop.create_task(self._flush_pending())
+            self._flushing.add(self._flush)
+            self._flush.add_done_callback(self._flushing.discard)
         return await future
 
     async def _flush_pending(self) -> None:
         await asyncio.sleep(self.coalesce_s)
-        pending, self._pending = self._pending, {}
+        # from here on, calls queue for the next flush (one that arrives while this one fetches starts it)
+        pending, self._pending, self._flush = self._pending, {}, None
         for topk, calls in pending.items():
             merged = [q for queries, _ in calls for q in queries]
             try:

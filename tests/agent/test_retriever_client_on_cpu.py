@@ -155,3 +155,24 @@ def test_coalesced_failure_reaches_every_caller():
 
     outcomes = asyncio.run(run())
     assert all(isinstance(o, RetrieverError) and o.kind == "connection" for o in outcomes)
+
+
+def test_a_call_queued_while_a_flush_is_fetching_is_flushed_too(bm25):
+    """Regression: a call arriving after a flush stopped collecting (while it waits on HTTP) used to wait forever."""
+    server = ServerThread(create_app(bm25)).start()
+    try:
+        async def run():
+            async with RetrieverClient(server.url, topk=2, coalesce_ms=1, timeout_s=5) as client:
+                first = asyncio.ensure_future(client.search(["first founder"]))
+                while not client._pending:  # queued
+                    await asyncio.sleep(0)
+                while client._pending:  # taken by the flush, which now waits on HTTP
+                    await asyncio.sleep(0)
+                assert not first.done()
+                late = await asyncio.wait_for(client.search(["late founder"]), timeout=10)
+                return await first, late
+
+        first, late = asyncio.run(run())
+    finally:
+        server.stop()
+    assert len(first[0]) == 2 and len(late[0]) == 2

