@@ -1,6 +1,7 @@
 # autocoa_verl — every stage is a make target; README.md lists them.
 # Variables: VENV (virtualenv dir), BUILD (data/models/outputs dir), PYTEST_ARGS, RETRIEVER (bm25|dense), PORT,
-# MODE (ray|uvicorn), BENCH_ARGS.
+# MODE (ray|uvicorn), BENCH_ARGS, MODEL (the model SFT stage 1 starts from), DEVICE (cpu|gpu), NPROC (processes per
+# node for torchrun), SFT_ARGS (Hydra overrides for every SFT stage), PAIRS / TRAJECTORIES (SFT data parquets).
 SHELL := /bin/bash
 VENV ?= .venv
 BUILD ?= build
@@ -10,12 +11,30 @@ STAMP := $(VENV)/.autocoa-installed
 RETRIEVER ?= bm25
 PORT ?= 8000
 MODE ?= ray
+MODEL ?= $(BUILD)/models/smollm2-135m
+DEVICE ?= cpu
+NPROC ?= 1
+SFT_ARGS ?=
+PAIRS ?= $(BUILD)/sft/oracle_pairs.parquet
+TRAJECTORIES ?= $(BUILD)/sft/oracle_trajectories.parquet
+SFT_PLATFORM := $(if $(filter cpu,$(DEVICE)),+platform=sft_cpu,)
+# one SFT stage: $(call sft,STAGE,DATA,START_MODEL); the stage's last HF export is linked as .../huggingface
+define sft
+	test -e $(3)/config.json || { echo "no model at $(3) (run the previous stage, or pass its path)"; exit 1; }
+	$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC) recipes/sft.py --config-name sft_stage$(1) \
+	  $(SFT_PLATFORM) data.train_files=$(2) model.path=$(abspath $(3)) \
+	  trainer.default_local_dir=$(abspath $(BUILD)/checkpoints/sft_stage$(1)) hydra.run.dir=$(BUILD)/hydra/sft_stage$(1) \
+	  $(SFT_ARGS)
+	cd $(BUILD)/checkpoints/sft_stage$(1) && ln -sfn global_step_$$(cat latest_checkpointed_iteration.txt)/huggingface huggingface
+	@echo "SFT stage $(1) done: $(BUILD)/checkpoints/sft_stage$(1)/huggingface"
+endef
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE ?= disabled
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install install-gpu lock test demo toy-world models clean index retriever bench-retriever bench-rollout
+.PHONY: help install install-gpu lock test demo toy-world models clean index retriever bench-retriever bench-rollout \
+  sft-data sft-stage1 sft-stage2 sft-stage3 bench-sft
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -50,6 +69,19 @@ toy-world: $(STAMP)  ## build the toy world (corpus, QA splits, verl parquet) in
 models: $(STAMP)  ## materialise SmolLM2-135M-Instruct and the tiny test model in $(BUILD)/models
 	$(PY) -m autocoa_verl.models smollm2 --out $(BUILD)/models/smollm2-135m
 	$(PY) -m autocoa_verl.models tiny --out $(BUILD)/models/tiny-qwen2
+
+sft-data: toy-world  ## oracle SFT data for the toy world: trajectories (stages 2, 3) and contrastive pairs (stage 1)
+	$(PY) -m autocoa_verl.data.oracle $(BUILD)/toy/train.jsonl $(BUILD)/toy/corpus.jsonl \
+	  $(BUILD)/sft/oracle_trajectories.parquet --pairs $(BUILD)/sft/oracle_pairs.parquet
+
+sft-stage1: $(STAMP)  ## SFT 1, when to act: contrastive pairs (PAIRS) from MODEL -> $(BUILD)/checkpoints/sft_stage1
+	$(call sft,1,$(PAIRS),$(MODEL))
+
+sft-stage2: $(STAMP)  ## SFT 2, how to act: TRAJECTORIES, observations masked, from stage 1's export (SFT2_MODEL= to change)
+	$(call sft,2,$(TRAJECTORIES),$(or $(SFT2_MODEL),$(BUILD)/checkpoints/sft_stage1/huggingface))
+
+sft-stage3: $(STAMP)  ## SFT 3, world model: TRAJECTORIES with observations in the loss, from stage 2's export (SFT3_MODEL=)
+	$(call sft,3,$(TRAJECTORIES),$(or $(SFT3_MODEL),$(BUILD)/checkpoints/sft_stage2/huggingface))
 
 demo: $(STAMP)  ## set up and run the pipeline on the embedded toy world (see README for what it runs today)
 	BUILD=$(BUILD) PY=$(PY) bash recipes/demo.sh

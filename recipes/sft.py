@@ -1,6 +1,8 @@
-"""SFT with verl's SFTTrainer on our configs.
+"""SFT with verl's SFTTrainer on our configs: the three AutoCoA stages.
 
-Run: torchrun --standalone --nproc_per_node=N recipes/sft.py [+platform=sft_cpu] data.train_files=... model.path=...
+Run: torchrun --standalone --nproc_per_node=N recipes/sft.py --config-name sft_stage{1,2,3} [+platform=sft_cpu] \
+       data.train_files=... model.path=...
+(``make sft-stage1`` / ``sft-stage2`` / ``sft-stage3`` fill these in and chain the stages.)
 """
 
 import os
@@ -8,12 +10,12 @@ import os
 import hydra
 
 
-@hydra.main(config_path="../hydra_configs", config_name="sft", version_base=None)
+@hydra.main(config_path="../hydra_configs", config_name="sft_stage2", version_base=None)
 def main(config) -> None:
     if config.trainer.device == "cpu":
         # must happen before verl is imported: verl resolves its platform once per process
         os.environ.setdefault("VERL_PLATFORM", "cpu")
-    from verl.trainer.sft_trainer import run_sft
+    from autocoa_verl.sft.trainer import run_sft
 
     run_sft(config)
 

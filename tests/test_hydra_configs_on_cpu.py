@@ -10,8 +10,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "hydra_configs"
 
 # (primary config, overrides) -> covers these files
 COMPOSITIONS = [
-    ("sft", [], {"sft.yaml"}),
-    ("sft", ["+platform=sft_cpu"], {"platform/sft_cpu.yaml"}),
+    ("sft_stage1", [], {"sft_stage1.yaml", "sft_base.yaml"}),
+    ("sft_stage2", ["+platform=sft_cpu"], {"sft_stage2.yaml", "platform/sft_cpu.yaml"}),
+    ("sft_stage3", [], {"sft_stage3.yaml"}),
     ("rl_base", [], {"rl_base.yaml", "reward/coa.yaml"}),
     ("retriever_server", [], {"retriever_server.yaml", "retriever/bm25.yaml"}),
     ("retriever_server", ["retriever=dense"], {"retriever/dense.yaml"}),
@@ -59,13 +60,22 @@ def test_config_composes_and_resolves(name, overrides, _covers):
 
 
 def test_sft_cpu_overlay():
-    config = _compose("sft", ["+platform=sft_cpu"])
+    config = _compose("sft_stage2", ["+platform=sft_cpu"])
     assert config.trainer.device == "cpu"
     assert config.engine.strategy == "fsdp2"
     assert config.model.override_config.attn_implementation == "sdpa"
     assert config.engine.mixed_precision.param_dtype == "fp32"
     assert "hf_model" in config.checkpoint.save_contents
-    assert _compose("sft", []).trainer.device == "cuda"
+    assert _compose("sft_stage2", []).trainer.device == "cuda"
+
+
+def test_sft_stages_differ_only_where_the_method_says():
+    stage1, stage2, stage3 = (_compose(f"sft_stage{i}", []) for i in (1, 2, 3))
+    assert (stage1.autocoa.loss, stage2.autocoa.loss, stage3.autocoa.loss) == ("contrastive", "nll", "nll")
+    assert stage1.autocoa.alpha == 0.2 and stage1.data.use_dynamic_bsz is False
+    assert (stage1.data.custom_cls.name, stage2.data.custom_cls.name) == ("PairSFTDataset", "TrajectorySFTDataset")
+    assert (stage2.data.observation_loss, stage3.data.observation_loss) == (False, True)
+    assert stage2.data.custom_cls.path == "pkg://autocoa_verl.sft.dataset"
 
 
 def test_rl_base_uses_grpo_and_our_reward():

@@ -3,7 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from autocoa_verl.data.oracle import main, oracle_trajectory, trajectory_text
+from autocoa_verl.data.oracle import main, oracle_trajectory
+from autocoa_verl.data.sft_files import trajectory_text
 from autocoa_verl.protocol import count_searches, get_preset
 from autocoa_verl.reward import compute_score
 
@@ -44,3 +45,31 @@ def test_oracle_refuses_questions_without_a_gold_chain(tmp_path, toy_world_dir):
     src.write_text(json.dumps({"id": "1", "question": "q?", "golden_answers": ["a"]}) + "\n")
     with pytest.raises(ValueError, match="has no gold 'chain'"):
         main([str(src), str(toy_world_dir / "corpus.jsonl"), str(tmp_path / "o.parquet")])
+
+
+def test_oracle_pairs_prefer_search_exactly_when_the_question_needs_it(toy_world_dir):
+    from autocoa_verl.data.oracle import _distractor, oracle_pairs
+
+    passages, rows = _load(toy_world_dir)
+    for row in rows:
+        pairs = oracle_pairs(row, passages, _distractor(row, rows))
+        assert len(pairs) == max(1, row["hops"])
+        for pair in pairs:
+            chosen, rejected = trajectory_text(pair["chosen"]), trajectory_text(pair["rejected"])
+            assert pair["chosen_acts"] == row["needs_search"]
+            searcher, other = (chosen, rejected) if pair["chosen_acts"] else (rejected, chosen)
+            assert count_searches(searcher) == 1 and count_searches(other) == 0
+            # the branch that answers now: right when no search is needed, a wrong guess when it is
+            em = compute_score("toy_world", trajectory_text(pair["prefix"]) + other, row["golden_answers"])["em"]
+            assert em == (0.0 if row["needs_search"] else 1.0), (row["id"], other)
+
+
+def test_oracle_cli_writes_pairs(toy_world_dir, tmp_path):
+    from autocoa_verl.data.sft_files import read_sft_parquet
+
+    main([str(toy_world_dir / "dev.jsonl"), str(toy_world_dir / "corpus.jsonl"), str(tmp_path / "o.parquet"),
+          "--pairs", str(tmp_path / "p.parquet")])
+    pairs = read_sft_parquet(tmp_path / "p.parquet", "pairs")
+    trajectories = read_sft_parquet(tmp_path / "o.parquet", "trajectories")
+    assert len(trajectories) == 10 and len(pairs) >= 10
+    assert {t["kind"] for t in trajectories} == {"coa", "cot"}
