@@ -1,7 +1,8 @@
 # autocoa_verl — every stage is a make target; README.md lists them.
 # Variables: VENV (virtualenv dir), BUILD (data/models/outputs dir), PYTEST_ARGS, RETRIEVER (bm25|dense), PORT,
 # MODE (ray|uvicorn), BENCH_ARGS, MODEL (the model SFT stage 1 starts from), DEVICE (cpu|gpu), NPROC (processes per
-# node for torchrun), SFT_ARGS (Hydra overrides for every SFT stage), PAIRS / TRAJECTORIES (SFT data parquets).
+# node for torchrun), SFT_ARGS (Hydra overrides for every SFT stage), PAIRS / TRAJECTORIES (SFT data parquets),
+# TEACHER / QUESTIONS / RETRIEVER_URL / SYNTH_ARGS (trajectory synthesis).
 SHELL := /bin/bash
 VENV ?= .venv
 BUILD ?= build
@@ -17,6 +18,10 @@ NPROC ?= 1
 SFT_ARGS ?=
 PAIRS ?= $(BUILD)/sft/oracle_pairs.parquet
 TRAJECTORIES ?= $(BUILD)/sft/oracle_trajectories.parquet
+TEACHER ?= $(MODEL)
+QUESTIONS ?= $(BUILD)/toy/train.jsonl
+RETRIEVER_URL ?= http://127.0.0.1:$(PORT)
+SYNTH_ARGS ?=
 SFT_PLATFORM := $(if $(filter cpu,$(DEVICE)),+platform=sft_cpu,)
 # one SFT stage: $(call sft,STAGE,DATA,START_MODEL); the stage's last HF export is linked as .../huggingface
 define sft
@@ -34,7 +39,7 @@ export RAY_AUTH_MODE ?= disabled
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install install-gpu lock test demo toy-world models clean index retriever bench-retriever bench-rollout \
-  sft-data sft-stage1 sft-stage2 sft-stage3 bench-sft
+  sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -74,6 +79,10 @@ sft-data: toy-world  ## oracle SFT data for the toy world: trajectories (stages 
 	$(PY) -m autocoa_verl.data.oracle $(BUILD)/toy/train.jsonl $(BUILD)/toy/corpus.jsonl \
 	  $(BUILD)/sft/oracle_trajectories.parquet --pairs $(BUILD)/sft/oracle_pairs.parquet
 
+synthesize: $(STAMP)  ## teacher trajectories: TEACHER runs the CoA loop on QUESTIONS against RETRIEVER_URL -> $(BUILD)/sft/teacher
+	$(PY) recipes/synthesize.py teacher=$(abspath $(TEACHER)) questions=$(QUESTIONS) out_dir=$(BUILD)/sft/teacher \
+	  retriever_url=$(RETRIEVER_URL) hydra.run.dir=$(BUILD)/hydra/synthesize $(SYNTH_ARGS)
+
 sft-stage1: $(STAMP)  ## SFT 1, when to act: contrastive pairs (PAIRS) from MODEL -> $(BUILD)/checkpoints/sft_stage1
 	$(call sft,1,$(PAIRS),$(MODEL))
 
@@ -82,6 +91,9 @@ sft-stage2: $(STAMP)  ## SFT 2, how to act: TRAJECTORIES, observations masked, f
 
 sft-stage3: $(STAMP)  ## SFT 3, world model: TRAJECTORIES with observations in the loss, from stage 2's export (SFT3_MODEL=)
 	$(call sft,3,$(TRAJECTORIES),$(or $(SFT3_MODEL),$(BUILD)/checkpoints/sft_stage2/huggingface))
+
+bench-sft: $(STAMP)  ## SFT stages on SmolLM2 + toy world: EM and when-to-act of base, SFT-2, SFT-1+2, SFT-1+2+3 (CPU, ~1 h)
+	$(PY) benchmarks/sft_bench.py --out $(BUILD)/bench/sft --toy $(BUILD)/toy --model $(MODEL) $(BENCH_ARGS)
 
 demo: $(STAMP)  ## set up and run the pipeline on the embedded toy world (see README for what it runs today)
 	BUILD=$(BUILD) PY=$(PY) bash recipes/demo.sh

@@ -14,6 +14,7 @@ COMPOSITIONS = [
     ("sft_stage2", ["+platform=sft_cpu"], {"sft_stage2.yaml", "platform/sft_cpu.yaml"}),
     ("sft_stage3", [], {"sft_stage3.yaml"}),
     ("rl_base", [], {"rl_base.yaml", "reward/coa.yaml"}),
+    ("synthesis", ["teacher=/m", "questions=/q.jsonl", "out_dir=/o"], {"synthesis.yaml"}),
     ("retriever_server", [], {"retriever_server.yaml", "retriever/bm25.yaml"}),
     ("retriever_server", ["retriever=dense"], {"retriever/dense.yaml"}),
     ("retriever_server", ["retriever=flashrag", "retriever.options.flashrag_config.index_path=/idx"],

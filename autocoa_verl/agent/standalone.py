@@ -21,8 +21,12 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "hydra_configs"
 
 
 def compose_rl_config(overrides: Sequence[str] = (), config_name: str = "rl_base") -> DictConfig:
-    """The RL config (``hydra_configs/<config_name>.yaml`` on verl's ppo_trainer) with Hydra overrides."""
+    """The RL config (``hydra_configs/<config_name>.yaml`` on verl's ppo_trainer) with Hydra overrides. Works inside
+    a ``@hydra.main`` app too (its config is already composed; the global search state is released first)."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         return compose(config_name, overrides=list(overrides))
