@@ -15,7 +15,8 @@ def main(cfg: DictConfig) -> None:
 
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
     from autocoa_verl.data.qa_files import read_qa_jsonl
-    from autocoa_verl.data.synthesis import synthesize
+    from autocoa_verl.data.sft_files import read_sft_parquet
+    from autocoa_verl.data.synthesis import synthesize, synthesize_pairs
 
     questions = read_qa_jsonl(cfg.questions)
     config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={cfg.response_length}",
@@ -29,11 +30,19 @@ def main(cfg: DictConfig) -> None:
         counts = server.run(synthesize(rollout, questions, cfg.out_dir, coa_target=cfg.coa_target,
                                        cot_target=cfg.cot_target, samples_per_question=cfg.samples_per_question,
                                        batch_size=cfg.batch_size, sampling_params=sampling, preset=cfg.preset))
+        pairs = None
+        if cfg.pairs and counts["coa"] + counts["cot"]:
+            kept = read_sft_parquet(f"{cfg.out_dir}/trajectories.parquet", "trajectories")
+            pairs = server.run(synthesize_pairs(rollout, kept, {str(q["id"]): q for q in questions}, cfg.out_dir,
+                                                batch_size=cfg.batch_size, sampling_params=sampling,
+                                                preset=cfg.preset))
     finally:
         server.shutdown()
     written = f"-> {cfg.out_dir}/trajectories.parquet" if counts["coa"] + counts["cot"] else "(nothing written)"
     print(f"kept {counts['coa']} CoA + {counts['cot']} CoT trajectories ({counts['questions_done']} questions "
           f"done) {written}")
+    if pairs is not None:
+        print(f"{pairs['pairs']} contrastive pairs ({pairs['acting_chosen']} prefer acting) -> {cfg.out_dir}/pairs.parquet")
 
 
 if __name__ == "__main__":

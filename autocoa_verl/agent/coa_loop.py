@@ -91,6 +91,13 @@ class CoAAgentLoop(AgentLoopBase):
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         prompt_ids = await self.ct_build_initial_tokens(list(kwargs["raw_prompt"]))
+        # a forced start of the assistant's turn (data synthesis branches with it): part of the prompt, and read
+        # together with the first turn, so that e.g. a forced opening search tag and the generated query form one action
+        forced = kwargs.get("assistant_prefix") or ""
+        if forced:
+            if parse_action(forced, self.preset).kind in ("search", "answer"):
+                raise ValueError(f"assistant_prefix must not hold a complete action: {forced!r}")
+            prompt_ids = prompt_ids + self.tokenizer.encode(forced, add_special_tokens=False)
         source = self.schedule.source(kwargs.get("global_steps"), bool(kwargs.get("coa_validate", False)))
         observer = self.observer(source)
         trajectory = Trajectory(logprobs=[] if sampling_params.get("logprobs") else None)
@@ -107,7 +114,8 @@ class CoAAgentLoop(AgentLoopBase):
                 sampling_params={**sampling_params, "stop": self.stops, "max_tokens": budget})
             trajectory.metrics["gen_latency_s"] += time.perf_counter() - start
             trajectory.metrics["turns"] += 1
-            action = self._take_turn(trajectory, list(output.token_ids), output.log_probs, budget)
+            action = self._take_turn(trajectory, list(output.token_ids), output.log_probs, budget,
+                                     forced if trajectory.metrics["turns"] == 1 else "")
             if trajectory.outcome:
                 break
             if actions == self.max_actions:
@@ -124,15 +132,17 @@ class CoAAgentLoop(AgentLoopBase):
         trajectory.metrics["answered"] = int(trajectory.outcome == "answer")
         return self._output(prompt_ids, trajectory, source)
 
-    def _take_turn(self, trajectory: Trajectory, token_ids: list[int], logprobs, budget: int):
-        """Appends one generated turn (cut just past its first action) and sets the outcome if the sample ends."""
+    def _take_turn(self, trajectory: Trajectory, token_ids: list[int], logprobs, budget: int, forced: str = ""):
+        """Appends one generated turn (cut just past its first action) and sets the outcome if the sample ends.
+        ``forced``: text already in the prompt that this turn continues (it is parsed with the turn, not appended)."""
         text = self.tokenizer.decode(token_ids)
-        action = parse_action(text, self.preset, max_query_chars=self.max_query_chars)
+        action = parse_action(forced + text, self.preset, max_query_chars=self.max_query_chars)
         keep = len(token_ids)
         if action.kind in ("search", "answer") or action.reason in RETRYABLE:
-            keep = tokens_through(self.tokenizer, token_ids, action.end)
+            keep = tokens_through(self.tokenizer, token_ids, action.end - len(forced))
         elif action.reason == FORGED_OBSERVATION:
-            keep = tokens_through(self.tokenizer, token_ids, action.end + len(self.preset.observation_open))
+            keep = tokens_through(self.tokenizer, token_ids,
+                                  action.end + len(self.preset.observation_open) - len(forced))
         trajectory.metrics["tokens_past_action"] += len(token_ids) - keep
         trajectory.add_model(token_ids[:keep], logprobs)
         hit_length = len(token_ids) >= budget

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autocoa_verl.data.sft_files import trajectory_row, write_sft_parquet
-from autocoa_verl.protocol import build_prompt
+from autocoa_verl.protocol import build_prompt, get_preset
 from autocoa_verl.reward import compute_score
 
 
@@ -111,3 +111,66 @@ async def synthesize(rollout: Any, questions: Sequence[dict], out_dir: str | Pat
         write_sft_parquet(state.rows, out_dir / "trajectories.parquet", "trajectories")
     return {"coa": state.count("coa"), "cot": state.count("cot"), "questions_done": len(state.done),
             "samples_this_run": seen}
+
+
+def branch_point(segments: list[dict], preset: str) -> str | None:
+    """The teacher's own text before its first decision (a search or an answer opening tag), or None."""
+    p = get_preset(preset)
+    first = segments[0]["text"]
+    cuts = [i for i in (first.find(p.search_open), first.find(p.answer_open)) if i >= 0]
+    return first[: min(cuts)] if cuts else None
+
+
+async def synthesize_pairs(rollout: Any, trajectories: Sequence[dict], questions: dict[str, dict],
+                           out_dir: str | Path, *, batch_size: int = 32, sampling_params: dict[str, Any] | None = None,
+                           preset: str = "search_r1", progress: bool = True) -> dict[str, int]:
+    """Step-level pairs (SFT stage 1) from kept trajectories: at the teacher's first decision, branch into *act*
+    (the prefix forced on with the search tag) and *answer now* (forced on with the answer tag), roll both out with the
+    loop, and keep a pair when exactly one branch reaches the correct answer; that branch is *chosen* (so acting is
+    preferred only where it helped). Appends to ``pairs.jsonl`` (resumable by trajectory id), writes
+    ``pairs.parquet``; returns counts."""
+    from tqdm import tqdm
+
+    p = get_preset(preset)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows_path, done_path = out_dir / "pairs.jsonl", out_dir / "pairs_done_ids.txt"
+    rows = {r["id"]: r for r in map(json.loads, open(rows_path))} if rows_path.exists() else {}
+    done = set(done_path.read_text().split()) if done_path.exists() else set()
+    todo = [t for t in trajectories if t["id"] not in done and branch_point(t["segments"], preset) is not None]
+    openers = {"act": p.search_open, "answer": p.answer_open}
+    for start in tqdm(range(0, len(todo), batch_size), desc="contrastive pairs", disable=not progress):
+        batch = todo[start : start + batch_size]
+        requests = [{"raw_prompt": t["prompt"], "assistant_prefix": branch_point(t["segments"], preset) + opener}
+                    for t in batch for opener in openers.values()]
+        outputs = await rollout.run(requests, validate=False, sampling_params=sampling_params)
+        new = []
+        for i, t in enumerate(batch):
+            prefix, question = branch_point(t["segments"], preset), questions[t["question_id"]]
+            branches = {}
+            for (name, opener), output in zip(openers.items(), outputs[2 * i : 2 * i + 2]):
+                segments = segments_from_output(rollout.tokenizer, output)
+                if not segments or segments[0]["source"] != "model":
+                    segments.insert(0, {"source": "model", "text": ""})
+                segments[0]["text"] = opener + segments[0]["text"]
+                while segments[-1]["source"] == "env":  # cut by the length limit after an observation
+                    segments.pop()
+                text = prefix + "".join(s["text"] for s in segments)
+                correct = output.extra_fields["coa_outcome"] == "answer" and compute_score(
+                    question.get("data_source"), text, question["golden_answers"], preset=preset)["em"] == 1.0
+                branches[name] = (segments, correct)
+            if branches["act"][1] != branches["answer"][1]:
+                chosen = "act" if branches["act"][1] else "answer"
+                rejected = "answer" if chosen == "act" else "act"
+                new.append({"id": f"{t['id']}-pair", "prompt": t["prompt"],
+                            "prefix": [{"source": "model", "text": prefix}] if prefix else [],
+                            "chosen": branches[chosen][0], "rejected": branches[rejected][0],
+                            "chosen_acts": chosen == "act", "question_id": t["question_id"]})
+        with open(rows_path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in new)
+        with open(done_path, "a") as f:
+            f.writelines(f"{t['id']}\n" for t in batch)
+        rows.update({r["id"]: r for r in new})
+    if rows:
+        write_sft_parquet(list(rows.values()), out_dir / "pairs.parquet", "pairs")
+    return {"pairs": len(rows), "acting_chosen": sum(r["chosen_acts"] for r in rows.values())}

@@ -206,3 +206,13 @@ def test_the_schedule_picks_the_provider_by_training_step(tiny_tokenizer, bm25_s
 def test_no_logprobs_requested_gives_none(tiny_tokenizer):
     output, _ = run_loop(tiny_tokenizer, ["<answer>x</answer>"], logprobs=False)
     assert output.response_logprobs is None
+
+
+def test_a_forced_assistant_prefix_is_prompt_and_completes_with_the_first_turn(tiny_tokenizer):
+    output, server = run_loop(tiny_tokenizer, ["Mira Oltan</answer>"], assistant_prefix="<think>sure</think><answer>")
+    assert output.extra_fields["coa_outcome"] == "answer"  # the forced opening tag and the turn made one answer
+    assert tiny_tokenizer.decode(output.prompt_ids).endswith("<think>sure</think><answer>")
+    assert tiny_tokenizer.decode(output.response_ids) == "Mira Oltan</answer>"
+    assert output.response_mask == [1] * len(output.response_ids)
+    with pytest.raises(ValueError, match="must not hold a complete action"):
+        run_loop(tiny_tokenizer, [], assistant_prefix="<answer>x</answer>")

@@ -60,3 +60,46 @@ def test_resumes_and_stops_at_the_targets(toy_world_dir, tiny_tokenizer, bm25_se
     # targets met: a further run does no work at all
     done = _run(cot(), tiny_tokenizer, questions + rows[10:20], tmp_path, bm25_server, coa_target=0, cot_target=2)
     assert done["samples_this_run"] == 0
+
+
+def _trajectory(question, preset_prefix="<think>hmm</think>\n"):
+    from autocoa_verl.data.sft_files import trajectory_row
+    from autocoa_verl.protocol import build_prompt
+
+    segments = [{"source": "model", "text": f"{preset_prefix}<answer>x</answer>"}]
+    return trajectory_row(f"{question['id']}-s0", build_prompt(question["question"]), segments,
+                          question_id=str(question["id"]))
+
+
+def test_pairs_branch_at_the_first_decision_and_prefer_the_branch_that_was_right(toy_world_dir, tiny_tokenizer,
+                                                                              bm25_server, tmp_path):
+    from autocoa_verl.data.synthesis import synthesize_pairs
+
+    rows = [json.loads(line) for line in open(toy_world_dir / "train.jsonl")]
+    question = next(r for r in rows if r["needs_search"])
+    answer = question["golden_answers"][0]
+    config = compose_rl_config([f"coa.retriever.url={bm25_server.url}", "actor_rollout_ref.rollout.response_length=256"])
+
+    # a teacher whose forced search is followed by the right answer: acting wins, answering at once is malformed
+    acting = ScriptedServer(tiny_tokenizer, [" founder </search>", f"<think>ok</think><answer>{answer}</answer>"],
+                            per_sample=True)
+    counts = asyncio.run(synthesize_pairs(StandaloneRollout(config, acting, tiny_tokenizer), [_trajectory(question)],
+                                          {str(question["id"]): question}, tmp_path / "a", progress=False))
+    assert counts == {"pairs": 1, "acting_chosen": 1}
+    [pair] = read_sft_parquet(tmp_path / "a" / "pairs.parquet", "pairs")
+    assert pair["prefix"] == [{"source": "model", "text": "<think>hmm</think>\n"}]
+    assert [s["source"] for s in pair["chosen"]] == ["model", "env", "model"]
+    assert pair["chosen"][0]["text"] == "<search> founder </search>"  # forced tag + generated query: one action
+    assert pair["rejected"][0]["text"].startswith("<answer> founder")
+    # the forced text went into the prompt of both branches, after the chat template
+    prompts = {tiny_tokenizer.decode(c["prompt_ids"]) for c in acting.calls[:2]}
+    assert {p.endswith("<think>hmm</think>\n<search>") or p.endswith("<think>hmm</think>\n<answer>")
+            for p in prompts} == {True}
+
+    # a teacher that knows the answer: answering at once is right, the forced search goes nowhere
+    knowing = ScriptedServer(tiny_tokenizer, [f"{answer}</answer>"], per_sample=True)
+    counts = asyncio.run(synthesize_pairs(StandaloneRollout(config, knowing, tiny_tokenizer), [_trajectory(question)],
+                                          {str(question["id"]): question}, tmp_path / "b", progress=False))
+    assert counts == {"pairs": 1, "acting_chosen": 0}
+    [pair] = read_sft_parquet(tmp_path / "b" / "pairs.parquet", "pairs")
+    assert pair["chosen"] == [{"source": "model", "text": f"<answer>{answer}</answer>"}]
