@@ -42,7 +42,8 @@ def main(cfg: DictConfig) -> None:
     print(f"kept {counts['coa']} CoA + {counts['cot']} CoT trajectories ({counts['questions_done']} questions "
           f"done) {written}")
     if pairs is not None:
-        print(f"{pairs['pairs']} contrastive pairs ({pairs['acting_chosen']} prefer acting) -> {cfg.out_dir}/pairs.parquet")
+        print(f"{pairs['pairs']} contrastive pairs ({pairs['acting_chosen']} prefer acting) "
+              f"-> {cfg.out_dir}/pairs.parquet")
 
 
 if __name__ == "__main__":

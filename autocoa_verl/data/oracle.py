@@ -65,7 +65,8 @@ def oracle_pairs(row: dict, passages: dict[str, str], wrong_answer: str,
     model = lambda text: [{"source": "model", "text": text}]  # noqa: E731
     if not row["needs_search"]:
         question = row["question"]
-        search = f"{p.think_open}I do not know this: {question}{p.think_close}\n{p.search_open} {question} {p.search_close}"
+        search = (f"{p.think_open}I do not know this: {question}{p.think_close}\n"
+                  f"{p.search_open} {question} {p.search_close}")
         return [{"prefix": [], "chosen": segments, "rejected": model(search), "chosen_acts": False}]
     pairs = []
     for i, step in enumerate(row["chain"]):

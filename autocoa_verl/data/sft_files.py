@@ -5,8 +5,8 @@
   searched, ``cot`` when not), and ``messages`` (prompt + the whole trajectory as one assistant turn, for people and
   for verl's own dataset).
 - **Contrastive pairs** (SFT stage 1, *when to act*): ``id``, ``prompt``, ``prefix`` (the segments both branches
-  share; may be empty), ``chosen`` and ``rejected`` (segment lists continuing the prefix), ``chosen_acts`` (whether the chosen branch
-  is the one that searches).
+  share; may be empty), ``chosen`` and ``rejected`` (segment lists continuing the prefix), ``chosen_acts`` (whether
+  the chosen branch is the one that searches).
 
 :func:`read_sft_parquet` checks every row and names the file, row, id and field of each problem before any training
 starts.

@@ -19,7 +19,8 @@ def _questions(toy_world_dir, answer, n):
 
 
 def _run(server, tokenizer, questions, out, bm25_server, **kwargs):
-    config = compose_rl_config([f"coa.retriever.url={bm25_server.url}", "actor_rollout_ref.rollout.response_length=256"])
+    config = compose_rl_config([f"coa.retriever.url={bm25_server.url}",
+                                "actor_rollout_ref.rollout.response_length=256"])
     rollout = StandaloneRollout(config, server, tokenizer)
     return asyncio.run(synthesize(rollout, questions, out, progress=False, **kwargs))
 
@@ -78,7 +79,8 @@ def test_pairs_branch_at_the_first_decision_and_prefer_the_branch_that_was_right
     rows = [json.loads(line) for line in open(toy_world_dir / "train.jsonl")]
     question = next(r for r in rows if r["needs_search"])
     answer = question["golden_answers"][0]
-    config = compose_rl_config([f"coa.retriever.url={bm25_server.url}", "actor_rollout_ref.rollout.response_length=256"])
+    config = compose_rl_config([f"coa.retriever.url={bm25_server.url}",
+                                "actor_rollout_ref.rollout.response_length=256"])
 
     # a teacher whose forced search is followed by the right answer: acting wins, answering at once is malformed
     acting = ScriptedServer(tiny_tokenizer, [" founder </search>", f"<think>ok</think><answer>{answer}</answer>"],

@@ -39,7 +39,8 @@ def test_stage2_masks_observations_and_trains_the_rest(oracle_files, tiny_tokeni
                                          if m == 0])
     assert trained_env == env_text and p.observation_open in env_text  # every observation token, and only those
     # token for token: segment by segment, as the agent loop appends them
-    expected = head + [t for s in row["segments"] for t in encode(tiny_tokenizer, s["text"])] + [tiny_tokenizer.eos_token_id]
+    body = [t for s in row["segments"] for t in encode(tiny_tokenizer, s["text"])]
+    expected = head + body + [tiny_tokenizer.eos_token_id]
     assert ids.tolist() == expected
 
 

@@ -13,7 +13,8 @@ def test_pair_loss_by_hand():
     expected = -math.log(1 / (1 + math.exp(-1.5))) + 0.2 * 0.5
     assert pair_loss(torch.tensor(-0.5), torch.tensor(-2.0), alpha=0.2).item() == pytest.approx(expected)
     # alpha = 0 is the pure preference term; a preferred rejected branch costs more than a preferred chosen one
-    assert pair_loss(torch.tensor(-2.0), torch.tensor(-0.5), 0.0) > pair_loss(torch.tensor(-0.5), torch.tensor(-2.0), 0.0)
+    right, wrong = torch.tensor(-0.5), torch.tensor(-2.0)
+    assert pair_loss(wrong, right, 0.0) > pair_loss(right, wrong, 0.0)
 
 
 def test_mean_logprob_reads_the_log_prob_of_the_next_token():
