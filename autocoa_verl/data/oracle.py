@@ -44,11 +44,17 @@ def oracle_trajectory(row: dict, passages: dict[str, str], preset: str = DEFAULT
     return segments
 
 
-def _distractor(row: dict, rows: list[dict]) -> str:
+def answers_by_kind(rows: list[dict]) -> dict[str, list[str]]:
+    """Every question's first gold answer, by question kind (the pool wrong guesses are drawn from)."""
+    pool: dict[str, list[str]] = {}
+    for r in rows:
+        pool.setdefault(r.get("kind"), []).append(r["golden_answers"][0])
+    return pool
+
+
+def distractor(row: dict, pool: dict[str, list[str]]) -> str:
     """A wrong answer of the right kind, chosen deterministically: another question's gold answer."""
-    answers = [r["golden_answers"][0] for r in rows if r.get("kind") == row.get("kind")] or \
-        [r["golden_answers"][0] for r in rows]
-    wrong = [a for a in answers if a not in row["golden_answers"]]
+    wrong = [a for a in pool.get(row.get("kind"), []) if a not in row["golden_answers"]]
     return wrong[sum(map(ord, str(row["id"]))) % len(wrong)] if wrong else "I do not know"
 
 
@@ -86,14 +92,14 @@ def write_oracle_parquet(questions_path: str | Path, corpus_path: str | Path, ou
 
     passages = {doc["id"]: doc["contents"] for doc in load_corpus(corpus_path)}
     rows = read_qa_jsonl(questions_path)
-    trajectories, pairs = [], []
+    trajectories, pairs, pool = [], [], answers_by_kind(rows)
     for row in rows:
         if "chain" not in row or "needs_search" not in row:
             raise ValueError(f"{questions_path}: row {row['id']!r} has no gold 'chain'/'needs_search' "
                              "(the oracle needs toy-world questions)")
         prompt = build_prompt(row["question"], preset)
         trajectories.append(trajectory_row(str(row["id"]), prompt, oracle_trajectory(row, passages, preset)))
-        for i, pair in enumerate(oracle_pairs(row, passages, _distractor(row, rows), preset)):
+        for i, pair in enumerate(oracle_pairs(row, passages, distractor(row, pool), preset)):
             pairs.append({"id": f"{row['id']}-step{i}", "prompt": prompt, **pair})
     write_sft_parquet(trajectories, out_path, "trajectories")
     if pairs_path is not None:

@@ -6,8 +6,8 @@ A kept trajectory is *CoA* when it searched and *CoT* when the teacher answered 
 Segments come from the loop's response mask (contiguous runs of model tokens and of observation tokens), so who wrote
 what is recorded, never re-parsed.
 
-Output (``out_dir``): ``trajectories.jsonl`` and ``done_ids.txt`` grow batch by batch, so an interrupted run resumes
-where it stopped; ``trajectories.parquet`` (the SFT format of :mod:`autocoa_verl.data.sft_files`) is written at the end.
+Output (``out_dir``): ``trajectories.jsonl`` and ``trajectories_done_ids.txt`` (``pairs.*`` likewise) grow batch by
+batch, so an interrupted run resumes where it stopped; ``trajectories.parquet`` (the SFT format of :mod:`autocoa_verl.data.sft_files`) is written at the end.
 Run with ``recipes/synthesize.py`` (``make synthesize``).
 """
 
@@ -47,25 +47,27 @@ def keep(row: dict, output: Any, tokenizer: Any, preset: str) -> list[dict] | No
     return segments if scores["em"] == 1.0 and scores["format_ok"] == 1.0 else None
 
 
-class _Progress:
-    """What an output directory already holds: kept rows by kind, and the question ids already processed."""
+class _ResumableOutput:
+    """Rows appended to ``<name>.jsonl`` and the ids of the inputs done to ``<name>_done_ids.txt``, batch by batch, so
+    an interrupted run resumes where it stopped (a batch re-run after a crash writes its rows again: ids de-duplicate).
+    """
 
-    def __init__(self, out_dir: Path):
-        self.rows_path, self.done_path = out_dir / "trajectories.jsonl", out_dir / "done_ids.txt"
-        rows = [json.loads(line) for line in open(self.rows_path)] if self.rows_path.exists() else []
-        self.rows = list({r["id"]: r for r in rows}.values())  # a batch re-run after a crash writes its rows again
+    def __init__(self, out_dir: Path, name: str):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.rows_path, self.done_path = out_dir / f"{name}.jsonl", out_dir / f"{name}_done_ids.txt"
+        self.rows = {r["id"]: r for r in map(json.loads, open(self.rows_path))} if self.rows_path.exists() else {}
         self.done = set(self.done_path.read_text().split()) if self.done_path.exists() else set()
 
     def count(self, kind: str) -> int:
-        return sum(r["kind"] == kind for r in self.rows)
+        return sum(r["kind"] == kind for r in self.rows.values())
 
-    def add(self, rows: list[dict], question_ids: list[str]) -> None:
+    def add(self, rows: list[dict], done_ids: list[str]) -> None:
         with open(self.rows_path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         with open(self.done_path, "a") as f:
-            f.writelines(f"{q}\n" for q in question_ids)
-        self.rows += rows
-        self.done.update(question_ids)
+            f.writelines(f"{i}\n" for i in done_ids)
+        self.rows.update({r["id"]: r for r in rows})
+        self.done.update(done_ids)
 
 
 async def synthesize(rollout: Any, questions: Sequence[dict], out_dir: str | Path, *, coa_target: int,
@@ -77,8 +79,7 @@ async def synthesize(rollout: Any, questions: Sequence[dict], out_dir: str | Pat
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = _Progress(out_dir)
+    state = _ResumableOutput(out_dir, "trajectories")
     todo = [q for q in questions if str(q["id"]) not in state.done]
     targets = {"coa": coa_target, "cot": cot_target}
     full = lambda: all(state.count(k) >= n for k, n in targets.items())  # noqa: E731
@@ -108,7 +109,7 @@ async def synthesize(rollout: Any, questions: Sequence[dict], out_dir: str | Pat
         bar.set_postfix(samples=seen, coa=state.count("coa"), cot=state.count("cot"))
     bar.close()
     if state.rows:
-        write_sft_parquet(state.rows, out_dir / "trajectories.parquet", "trajectories")
+        write_sft_parquet(list(state.rows.values()), out_dir / "trajectories.parquet", "trajectories")
     return {"coa": state.count("coa"), "cot": state.count("cot"), "questions_done": len(state.done),
             "samples_this_run": seen}
 
@@ -132,12 +133,8 @@ async def synthesize_pairs(rollout: Any, trajectories: Sequence[dict], questions
     from tqdm import tqdm
 
     p = get_preset(preset)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows_path, done_path = out_dir / "pairs.jsonl", out_dir / "pairs_done_ids.txt"
-    rows = {r["id"]: r for r in map(json.loads, open(rows_path))} if rows_path.exists() else {}
-    done = set(done_path.read_text().split()) if done_path.exists() else set()
-    todo = [t for t in trajectories if t["id"] not in done and branch_point(t["segments"], preset) is not None]
+    state = _ResumableOutput(Path(out_dir), "pairs")
+    todo = [t for t in trajectories if t["id"] not in state.done and branch_point(t["segments"], preset) is not None]
     openers = {"act": p.search_open, "answer": p.answer_open}
     for start in tqdm(range(0, len(todo), batch_size), desc="contrastive pairs", disable=not progress):
         batch = todo[start : start + batch_size]
@@ -166,11 +163,7 @@ async def synthesize_pairs(rollout: Any, trajectories: Sequence[dict], questions
                             "prefix": [{"source": "model", "text": prefix}] if prefix else [],
                             "chosen": branches[chosen][0], "rejected": branches[rejected][0],
                             "chosen_acts": chosen == "act", "question_id": t["question_id"]})
-        with open(rows_path, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in new)
-        with open(done_path, "a") as f:
-            f.writelines(f"{t['id']}\n" for t in batch)
-        rows.update({r["id"]: r for r in new})
-    if rows:
-        write_sft_parquet(list(rows.values()), out_dir / "pairs.parquet", "pairs")
-    return {"pairs": len(rows), "acting_chosen": sum(r["chosen_acts"] for r in rows.values())}
+        state.add(new, [t["id"] for t in batch])
+    if state.rows:
+        write_sft_parquet(list(state.rows.values()), Path(out_dir) / "pairs.parquet", "pairs")
+    return {"pairs": len(state.rows), "acting_chosen": sum(r["chosen_acts"] for r in state.rows.values())}

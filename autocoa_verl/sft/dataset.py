@@ -83,14 +83,13 @@ class _SegmentDataset(Dataset):
                                  f"data.max_length={self.max_length} (raise it, or set data.truncation=right)")
             ids, mask = ids[: self.max_length], mask[: self.max_length]
         n = len(ids)
-        out = {"input_ids": torch.tensor(ids), "loss_mask": torch.tensor(mask), "position_ids": torch.arange(n)}
-        if self.pad_mode == "right":
-            pad = self.max_length - n
-            pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            out = {"input_ids": torch.tensor(ids + [pad_id] * pad), "loss_mask": torch.tensor(mask + [0] * pad),
-                   "attention_mask": torch.tensor([1] * n + [0] * pad),
-                   "position_ids": torch.cat([torch.arange(n), torch.zeros(pad, dtype=torch.long)])}
-        return out
+        if self.pad_mode == "no_padding":
+            return {"input_ids": torch.tensor(ids), "loss_mask": torch.tensor(mask), "position_ids": torch.arange(n)}
+        pad = self.max_length - n
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return {"input_ids": torch.tensor(ids + [pad_id] * pad), "loss_mask": torch.tensor(mask + [0] * pad),
+                "attention_mask": torch.tensor([1] * n + [0] * pad),
+                "position_ids": torch.cat([torch.arange(n), torch.zeros(pad, dtype=torch.long)])}
 
 
 class TrajectorySFTDataset(_SegmentDataset):

@@ -48,11 +48,12 @@ def test_oracle_refuses_questions_without_a_gold_chain(tmp_path, toy_world_dir):
 
 
 def test_oracle_pairs_prefer_search_exactly_when_the_question_needs_it(toy_world_dir):
-    from autocoa_verl.data.oracle import _distractor, oracle_pairs
+    from autocoa_verl.data.oracle import answers_by_kind, distractor, oracle_pairs
 
     passages, rows = _load(toy_world_dir)
+    pool = answers_by_kind(rows)
     for row in rows:
-        pairs = oracle_pairs(row, passages, _distractor(row, rows))
+        pairs = oracle_pairs(row, passages, distractor(row, pool))
         assert len(pairs) == max(1, row["hops"])
         for pair in pairs:
             chosen, rejected = trajectory_text(pair["chosen"]), trajectory_text(pair["rejected"])
