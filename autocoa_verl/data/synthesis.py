@@ -7,7 +7,8 @@ Segments come from the loop's response mask (contiguous runs of model tokens and
 what is recorded, never re-parsed.
 
 Output (``out_dir``): ``trajectories.jsonl`` and ``trajectories_done_ids.txt`` (``pairs.*`` likewise) grow batch by
-batch, so an interrupted run resumes where it stopped; ``trajectories.parquet`` (the SFT format of :mod:`autocoa_verl.data.sft_files`) is written at the end.
+batch, so an interrupted run resumes where it stopped; ``trajectories.parquet`` and ``pairs.parquet`` (the SFT
+formats of :mod:`autocoa_verl.data.sft_files`) are written at the end.
 Run with ``recipes/synthesize.py`` (``make synthesize``).
 """
 
