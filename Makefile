@@ -92,7 +92,7 @@ sft-stage2: $(STAMP)  ## SFT 2, how to act: TRAJECTORIES, observations masked, f
 sft-stage3: $(STAMP)  ## SFT 3, world model: TRAJECTORIES with observations in the loss, from stage 2's export (SFT3_MODEL=)
 	$(call sft,3,$(TRAJECTORIES),$(or $(SFT3_MODEL),$(BUILD)/checkpoints/sft_stage2/huggingface))
 
-bench-sft: $(STAMP)  ## SFT stages on SmolLM2 + toy world: EM and when-to-act of base, SFT-2, SFT-1+2, SFT-1+2+3 (CPU, ~1 h)
+bench-sft: $(STAMP)  ## SFT stages on SmolLM2 + toy world: EM and when-to-act of base, SFT-2, SFT-1+2, SFT-1+2+3 (CPU, ~45 min)
 	$(PY) benchmarks/sft_bench.py --out $(BUILD)/bench/sft --toy $(BUILD)/toy --model $(MODEL) $(BENCH_ARGS)
 
 demo: $(STAMP)  ## set up and run the pipeline on the embedded toy world (see README for what it runs today)
