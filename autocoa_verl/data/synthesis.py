@@ -15,6 +15,7 @@ Run with ``recipes/synthesize.py`` (``make synthesize``).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,15 +59,14 @@ class _ResumableOutput:
         self.rows_path, self.done_path = out_dir / f"{name}.jsonl", out_dir / f"{name}_done_ids.txt"
         self.rows = {r["id"]: r for r in map(json.loads, open(self.rows_path))} if self.rows_path.exists() else {}
         self.done = set(self.done_path.read_text().split()) if self.done_path.exists() else set()
-
-    def count(self, kind: str) -> int:
-        return sum(r["kind"] == kind for r in self.rows.values())
+        self.kinds = Counter(r.get("kind") for r in self.rows.values())  # kept rows by kind (trajectories)
 
     def add(self, rows: list[dict], done_ids: list[str]) -> None:
         with open(self.rows_path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         with open(self.done_path, "a") as f:
             f.writelines(f"{i}\n" for i in done_ids)
+        self.kinds.update(r.get("kind") for r in rows if r["id"] not in self.rows)
         self.rows.update({r["id"]: r for r in rows})
         self.done.update(done_ids)
 
@@ -83,36 +83,39 @@ async def synthesize(rollout: Any, questions: Sequence[dict], out_dir: str | Pat
     state = _ResumableOutput(out_dir, "trajectories")
     todo = [q for q in questions if str(q["id"]) not in state.done]
     targets = {"coa": coa_target, "cot": cot_target}
-    full = lambda: all(state.count(k) >= n for k, n in targets.items())  # noqa: E731
-    bar = tqdm(total=coa_target + cot_target, initial=min(state.count("coa"), coa_target)
-               + min(state.count("cot"), cot_target), desc="kept trajectories", disable=not progress)
+    kinds = state.kinds
+    toward_targets = lambda: sum(min(kinds[k], n) for k, n in targets.items())  # noqa: E731
+    bar = tqdm(total=sum(targets.values()), initial=toward_targets(), desc="kept trajectories",
+               disable=not progress)
     seen = 0
     for start in range(0, len(todo), batch_size):
-        if full():
+        wanted = {k: n - kinds[k] for k, n in targets.items()}
+        if all(n <= 0 for n in wanted.values()):
             break
         batch = todo[start : start + batch_size]
         samples = [q for q in batch for _ in range(samples_per_question)]
-        outputs = await rollout.run([{"raw_prompt": build_prompt(q["question"], preset)} for q in samples],
-                                    validate=False, sampling_params=sampling_params)
+        prompts = [build_prompt(q["question"], preset) for q in samples]
+        outputs = await rollout.run([{"raw_prompt": prompt} for prompt in prompts], validate=False,
+                                    sampling_params=sampling_params)
         kept = []
-        for i, (question, output) in enumerate(zip(samples, outputs)):
+        for i, (question, prompt, output) in enumerate(zip(samples, prompts, outputs)):
             segments = keep(question, output, rollout.tokenizer, preset)
             if segments is None:
                 continue
-            row = trajectory_row(f"{question['id']}-s{i % samples_per_question}",
-                                 build_prompt(question["question"], preset), segments, question_id=str(question["id"]))
-            if state.count(row["kind"]) + sum(r["kind"] == row["kind"] for r in kept) < targets[row["kind"]]:
+            row = trajectory_row(f"{question['id']}-s{i % samples_per_question}", prompt, segments,
+                                 question_id=str(question["id"]))
+            if wanted[row["kind"]] > 0:
+                wanted[row["kind"]] -= 1
                 kept.append(row)
-        before = min(state.count("coa"), coa_target) + min(state.count("cot"), cot_target)
+        before = toward_targets()
         state.add(kept, [str(q["id"]) for q in batch])
-        bar.update(min(state.count("coa"), coa_target) + min(state.count("cot"), cot_target) - before)
+        bar.update(toward_targets() - before)
         seen += len(samples)
-        bar.set_postfix(samples=seen, coa=state.count("coa"), cot=state.count("cot"))
+        bar.set_postfix(samples=seen, coa=kinds["coa"], cot=kinds["cot"])
     bar.close()
     if state.rows:
         write_sft_parquet(list(state.rows.values()), out_dir / "trajectories.parquet", "trajectories")
-    return {"coa": state.count("coa"), "cot": state.count("cot"), "questions_done": len(state.done),
-            "samples_this_run": seen}
+    return {"coa": kinds["coa"], "cot": kinds["cot"], "questions_done": len(state.done), "samples_this_run": seen}
 
 
 def branch_point(segments: list[dict], preset: str) -> str | None:
