@@ -11,8 +11,6 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(config_path="../hydra_configs", config_name="synthesis", version_base=None)
 def main(cfg: DictConfig) -> None:
-    from transformers import AutoConfig, AutoTokenizer
-
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
     from autocoa_verl.data.qa_files import read_qa_jsonl
     from autocoa_verl.data.sft_files import read_sft_parquet
@@ -24,8 +22,7 @@ def main(cfg: DictConfig) -> None:
                                 "coa.schedule.kind=always_real", *cfg.loop_overrides])
     server = LocalVLLMServer(cfg.teacher, max_model_len=cfg.max_model_len, **OmegaConf.to_container(cfg.engine))
     try:
-        rollout = StandaloneRollout(config, server, AutoTokenizer.from_pretrained(cfg.teacher),
-                                    hf_model_type=AutoConfig.from_pretrained(cfg.teacher).model_type)
+        rollout = StandaloneRollout(config, server)
         sampling = {**OmegaConf.to_container(cfg.sampling), "repetition_penalty": 1.0, "logprobs": False}
         counts = server.run(synthesize(rollout, questions, cfg.out_dir, coa_target=cfg.coa_target,
                                        cot_target=cfg.cot_target, samples_per_question=cfg.samples_per_question,

