@@ -120,9 +120,9 @@ async def load(url: str, queries: list[str], clients: int, requests_per_client: 
 
 def markdown(report: dict) -> str:
     lines = [f"# Retriever benchmark ({report['passages']} passages, topk {report['topk']}, "
-             f"{report['queries_per_request']} query/call, client coalescing {report['client_coalesce_ms']} ms, server mode "
-             f"{report['mode']}, options "
-             f"{report['options'] or 'default'}, server overrides {report['server_overrides'] or 'none'})", "",
+             f"{report['queries_per_request']} query/call, client coalescing {report['client_coalesce_ms']} ms, "
+             f"server mode {report['mode']}, options {report['options'] or 'default'}, "
+             f"server overrides {report['server_overrides'] or 'none'})", "",
              "| backend | index build s | server RSS MB | ceiling q/s | clients | q/s | % of ceiling | p50 ms | p99 ms "
              "| p99/p50 | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in report["backends"]:

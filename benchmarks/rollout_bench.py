@@ -29,6 +29,7 @@ from autocoa_verl.agent.standalone import (LocalVLLMServer, StandaloneRollout, b
 from autocoa_verl.data.oracle import oracle_trajectory  # noqa: E402
 from autocoa_verl.data.toy_world import ToyWorldConfig, build_toy_world  # noqa: E402
 from autocoa_verl.protocol import build_prompt, render_observation  # noqa: E402
+from autocoa_verl.sft.dataset import prompt_ids  # noqa: E402
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402
 
 
@@ -96,8 +97,7 @@ def teach(model_dir: Path, out_dir: Path, rows: list[dict], passages: dict, step
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     examples = []
     for row in rows:
-        prompt = tokenizer.apply_chat_template(build_prompt(row["question"]), tokenize=True, add_generation_prompt=True)
-        prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+        prompt = prompt_ids(tokenizer, build_prompt(row["question"]))
         text = "".join(s["text"] for s in oracle_trajectory(row, passages)) + tokenizer.eos_token
         response = tokenizer.encode(text, add_special_tokens=False)
         examples.append((torch.tensor([prompt + response]), torch.tensor([[-100] * len(prompt) + response])))
@@ -119,10 +119,6 @@ def teach(model_dir: Path, out_dir: Path, rows: list[dict], passages: dict, step
 
 
 def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_length: int) -> dict:
-    from transformers import AutoConfig, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    model_type = AutoConfig.from_pretrained(model).model_type
     server = LocalVLLMServer(model, max_model_len=2048)
     prompts = [{"raw_prompt": build_prompt(row["question"])} for row in rows]
     result = {}
@@ -130,7 +126,7 @@ def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_leng
         def rollout(source: str):
             config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={response_length}",
                                         f"coa.retriever.url={retriever_url}", f"coa.schedule.validation={source}"])
-            runner = StandaloneRollout(config, server, tokenizer, model_type)
+            runner = StandaloneRollout(config, server)
             start = time.perf_counter()
             outputs = runner.run_sync(prompts, validate=True)
             return outputs, time.perf_counter() - start
@@ -159,13 +155,11 @@ def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_leng
         async def single_turn() -> float:
             params = rollout_sampling_params(compose_rl_config([]), validate=True)
             params.update(ignore_eos=True)
-            prompt_ids = [tokenizer.apply_chat_template(p["raw_prompt"], tokenize=True, add_generation_prompt=True)
-                          for p in prompts]
-            prompt_ids = [list(p["input_ids"] if hasattr(p, "keys") else p) for p in prompt_ids]
+            ids_per_prompt = [prompt_ids(server.tokenizer, p["raw_prompt"]) for p in prompts]
             start = time.perf_counter()
             outputs = await asyncio.gather(*(
                 server.generate(f"single-{i}", prompt_ids=ids, sampling_params={**params, "max_tokens": n})
-                for i, (ids, n) in enumerate(zip(prompt_ids, real_generated)) if n > 0))
+                for i, (ids, n) in enumerate(zip(ids_per_prompt, real_generated)) if n > 0))
             assert sum(len(o.token_ids) for o in outputs) == sum(real_generated)
             return time.perf_counter() - start
 
@@ -234,10 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     report["bookkeeping"] = bookkeeping(AutoTokenizer.from_pretrained(args.smollm2))
     print(f"bookkeeping: {report['bookkeeping']['us_per_turn']:.0f} us per turn", flush=True)
     if not args.skip_engine:
-        from retriever_server.app import create_app
-        from retriever_server.bm25 import BM25Retriever
         from retriever_server.corpus import load_corpus
-        from tests.loopback import ServerThread
+        from tests.loopback import serve_bm25
 
         world = args.out / "toy"
         if not (world / "manifest.json").exists():
@@ -247,18 +239,10 @@ def main(argv: list[str] | None = None) -> None:
         model = args.model or teach(args.smollm2, args.out / "smollm2-taught-coa",
                                     [row for row in train if row["needs_search"]], passages, args.teach_steps)
         report["model"] = str(model) if args.model else f"SmolLM2-135M taught the format ({args.teach_steps} steps)"
-        index_dir = args.out / "index-bm25"
-        try:
-            retriever = BM25Retriever.open(world / "corpus.jsonl", index_dir)
-        except Exception:
-            retriever = BM25Retriever.build(world / "corpus.jsonl", index_dir, progress=False)
-        server = ServerThread(create_app(retriever)).start()
-        try:
+        with serve_bm25(world / "corpus.jsonl", args.out / "index-bm25") as url:
             rows = [json.loads(line) for line in open(world / "test.jsonl")]
             rows = [r for r in rows if r["needs_search"]][: args.questions]
-            report["engine"] = engine_runs(model, rows, server.url, args.response_length)
-        finally:
-            server.stop()
+            report["engine"] = engine_runs(model, rows, url, args.response_length)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     (args.out / "report.md").write_text(markdown(report))
     print(markdown(report))

