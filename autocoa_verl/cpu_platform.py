@@ -19,6 +19,8 @@ Each piece, and why it exists:
     ``_use_all_cores``              torchrun and Ray start workers with OMP_NUM_THREADS=1 (right for GPU workers; a
                                     SmolLM2 fp32 SFT step took 161 s with 1 thread, 25 s with 2): each local rank gets
                                     its share of the cores instead (``AUTOCOA_CPU_THREADS`` overrides).
+    ``_register_cpu_vllm_replica``  ``rollout.name=vllm`` starts ``cpu_rollout.CPUvLLMReplica``, whose engine keeps its
+                                    linear weights live so verl's weight sync reaches it (see that module).
     ``ray_resource_name() == "GPU"`` verl's Ray worker groups only count "GPU"/"NPU" resources, so a CPU run declares
                                     logical GPUs to Ray (``ray_init.num_gpus``) and its workers ask for those.
 """
@@ -129,6 +131,18 @@ def _patch_init_process_group() -> None:
     torch.distributed.init_process_group = init_process_group
 
 
+def _load_cpu_vllm_replica() -> type:
+    from autocoa_verl.cpu_rollout import CPUvLLMReplica  # imports vLLM: only when a rollout is started
+
+    return CPUvLLMReplica
+
+
+def _register_cpu_vllm_replica() -> None:
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+    RolloutReplicaRegistry.register("vllm", _load_cpu_vllm_replica)
+
+
 @PlatformRegistry.register(platform="cpu")
 class PlatformCPU(PlatformBase):
     """verl on the CPU: gloo collectives, FSDP2 engines, logical "GPU" Ray resources (see the module docstring)."""
@@ -137,6 +151,7 @@ class PlatformCPU(PlatformBase):
         _patch_init_process_group()
         _select_fsdp_engines()
         _use_all_cores()
+        _register_cpu_vllm_replica()
 
     @property
     def device_name(self) -> str:

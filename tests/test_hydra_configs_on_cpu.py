@@ -42,7 +42,7 @@ def test_agent_loop_registry_names_importable_loops_and_rl_base_uses_it():
     from verl.experimental.agent_loop.agent_loop import AgentLoopBase
     from verl.utils.import_utils import load_class_from_fqn
 
-    config = _compose("rl_base", [])
+    config = _compose("rl_stage2", [])
     agent = config.actor_rollout_ref.rollout.agent
     # verl resolves the path against the working directory: the project root, where make and the recipes run
     entries = OmegaConf.load(CONFIG_DIR.parent / agent.agent_loop_config_path)
@@ -80,7 +80,7 @@ def test_sft_stages_differ_only_where_the_method_says():
 
 
 def test_rl_base_uses_grpo_and_our_reward():
-    config = _compose("rl_base", [])
+    config = _compose("rl_stage2", [])
     assert config.algorithm.adv_estimator == "grpo"
     assert config.reward.reward_manager.source == "importlib"
     assert config.reward.reward_manager.module.path == "pkg://autocoa_verl.reward.manager"

@@ -20,7 +20,7 @@ from autocoa_verl.agent.coa_loop import CoAAgentLoop
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "hydra_configs"
 
 
-def compose_rl_config(overrides: Sequence[str] = (), config_name: str = "rl_base") -> DictConfig:
+def compose_rl_config(overrides: Sequence[str] = (), config_name: str = "rl_stage2") -> DictConfig:
     """The RL config (``hydra_configs/<config_name>.yaml`` on verl's ppo_trainer) with Hydra overrides. Works inside
     a ``@hydra.main`` app too (its config is already composed; the global search state is released first)."""
     from hydra import compose, initialize_config_dir

@@ -33,7 +33,7 @@ def _rollout(tokenizer, prompt: str, response: str, golds: list[str], pad_to: in
 
 def test_reward_manager_loads_through_verl_importlib_source_and_scores(tiny_tokenizer):
     with initialize_config_dir(config_dir=os.path.abspath(CONFIG_DIR), version_base=None):
-        config = compose("rl_base", overrides=["reward.custom_reward_function.reward_kwargs.metric=f1"])
+        config = compose("rl_stage2", overrides=["reward.custom_reward_function.reward_kwargs.metric=f1"])
     manager = load_reward_manager(config, tiny_tokenizer)
     assert isinstance(manager, CoARewardManager)
 

@@ -1,0 +1,88 @@
+"""The RL stages' entry: checks what a run needs before Ray starts, then hands the config to verl's ``run_ppo``.
+
+Nothing here changes how verl trains: the agent loop, reward manager, observation schedule and (on CPU) the rollout
+replica all come in through verl's own hooks, named in ``hydra_configs/rl_base.yaml`` and the CPU platform.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from autocoa_verl.agent.schedule import ObservationSchedule
+
+
+class RLConfigError(ValueError):
+    """A run that cannot start: names the config field and what is wrong with it."""
+
+
+def schedule_of(config: DictConfig) -> ObservationSchedule:
+    s = config.coa.schedule
+    return ObservationSchedule(kind=s.kind, simulated_per_real=s.simulated_per_real,
+                               simulated_steps=s.simulated_steps, validation=s.validation)
+
+
+def needs_retriever(config: DictConfig) -> bool:
+    """Whether any rollout of this run (training up to ``total_training_steps`` if set, or validation) searches the
+    real retriever."""
+    schedule = schedule_of(config)
+    if schedule.kind == "always_real":
+        return True
+    validates = config.trainer.test_freq > 0 or config.trainer.val_before_train or config.trainer.val_only
+    if validates and schedule.validation == "real":
+        return True
+    if schedule.kind == "always_simulated":
+        return False
+    steps = config.trainer.total_training_steps
+    if steps is None:
+        return True
+    return schedule.count(1, int(steps))["real"] > 0
+
+
+def check_retriever(url: str, timeout_s: float = 5.0) -> None:
+    """``GET {url}/health``; raises :class:`RLConfigError` naming ``coa.retriever.url`` if it does not answer."""
+    health = url.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+            json.loads(response.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise RLConfigError(
+            f"coa.retriever.url={url!r}: no retriever answered {health} ({error}). Start one (make retriever), pass "
+            "its address (RETRIEVER=http://host:port), or use rl_stage1 (simulated observations only).") from error
+
+
+def preflight(config: DictConfig) -> None:
+    """Fails fast, before Ray and the engines start, on a missing model, data file or retriever."""
+    model = Path(config.actor_rollout_ref.model.path)
+    if not (model / "config.json").is_file():
+        raise RLConfigError(f"actor_rollout_ref.model.path={str(model)!r}: no Hugging Face model there (config.json). "
+                            "Run the SFT stages first (make sft-stage3) or pass MODEL=.")
+    for field in ("train_files", "val_files"):
+        files = config.data[field]
+        for path in [files] if isinstance(files, str) else list(files):
+            if not Path(path).is_file():
+                raise RLConfigError(f"data.{field}: {path!r} does not exist (make toy-world builds the toy world's).")
+    schedule_of(config)  # validates the schedule's fields
+    if needs_retriever(config):
+        check_retriever(config.coa.retriever.url)
+
+
+def run_rl(config: DictConfig) -> None:
+    """verl's ``main_ppo`` path (device fix-up, config validation, ``run_ppo`` with the legacy task runner)."""
+    preflight(config)
+    from verl.trainer.main_ppo import run_ppo
+    from verl.trainer.main_ppo_v0 import TaskRunner
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+    from verl.utils.device import auto_set_device
+
+    if config.trainer.use_v1:
+        raise RLConfigError("trainer.use_v1=true: the CoA manager extends verl's legacy agent-loop manager; keep "
+                            "trainer.use_v1=false (rl_base.yaml).")
+    auto_set_device(config)
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    run_ppo(config, task_runner_class=TaskRunner)
