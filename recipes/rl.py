@@ -16,6 +16,9 @@ def main(config) -> None:
     if config.trainer.device == "cpu":
         # must happen before verl is imported: verl resolves its platform once per process
         os.environ.setdefault("VERL_PLATFORM", "cpu")
+        # the CPU run declares logical GPUs to Ray, which refuses them when CUDA_VISIBLE_DEVICES lists none
+        if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+            del os.environ["CUDA_VISIBLE_DEVICES"]
     from autocoa_verl.rl import run_rl
 
     run_rl(config)

@@ -85,8 +85,13 @@ def serve_ray(cfg: DictConfig, block: bool = True) -> str:
         ray.init(address=cfg.server.ray_address, ignore_reinit_error=True, include_dashboard=False,
                  **({"num_cpus": cfg.server.ray_num_cpus} if cfg.server.ray_address is None else {}))
     serve.start(http_options={"host": cfg.server.host, "port": cfg.server.port})
-    serve.run(ray_deployment(cfg), name=cfg.server.app_name, route_prefix=cfg.server.route_prefix, blocking=False)
     url = f"http://{cfg.server.host}:{cfg.server.port}{cfg.server.route_prefix.rstrip('/')}"
+    running = serve.status().applications.get(cfg.server.app_name)
+    if running is not None and running.status == "RUNNING" and cfg.server.ray_address is not None:
+        # another job (or an earlier launch) deployed it into this cluster: share it
+        print(f"retriever: reusing the running Serve application {cfg.server.app_name!r} at {url}", flush=True)
+        return url
+    serve.run(ray_deployment(cfg), name=cfg.server.app_name, route_prefix=cfg.server.route_prefix, blocking=False)
     print(f"retriever ({cfg.retriever.name}) serving at {url}/retrieve with {cfg.server.replicas} replica(s)",
           flush=True)
     if block:

@@ -13,7 +13,10 @@ COMPOSITIONS = [
     ("sft_stage1", [], {"sft_stage1.yaml", "sft_base.yaml"}),
     ("sft_stage2", ["+platform=sft_cpu"], {"sft_stage2.yaml", "platform/sft_cpu.yaml"}),
     ("sft_stage3", [], {"sft_stage3.yaml"}),
-    ("rl_base", [], {"rl_base.yaml", "reward/coa.yaml"}),
+    ("rl_stage1", [], {"rl_stage1.yaml", "rl_base.yaml", "reward/coa.yaml"}),
+    ("rl_stage2", ["+platform=rl_cpu"], {"rl_stage2.yaml", "platform/rl_cpu.yaml"}),
+    ("rl_mixed", [], {"rl_mixed.yaml"}),
+    ("eval", [], {"eval.yaml"}),
     ("synthesis", ["teacher=/m", "questions=/q.jsonl", "out_dir=/o"], {"synthesis.yaml"}),
     ("retriever_server", [], {"retriever_server.yaml", "retriever/bm25.yaml"}),
     ("retriever_server", ["retriever=dense"], {"retriever/dense.yaml"}),
@@ -99,3 +102,28 @@ def test_ops_swap_the_retriever_with_one_override(name, cls):
     assert retriever_class(config.retriever).__name__ == cls
     assert config.index_dir == f"build/index/{name}"
     assert config.server.host == "127.0.0.1"
+
+
+def test_rl_stages_differ_only_in_the_observation_schedule():
+    stages = {name: _compose(name, []) for name in ("rl_stage1", "rl_stage2", "rl_mixed")}
+    kinds = {name: c.coa.schedule.kind for name, c in stages.items()}
+    assert kinds == {"rl_stage1": "always_simulated", "rl_stage2": "always_real", "rl_mixed": "ratio"}
+    assert stages["rl_mixed"].coa.schedule.simulated_per_real == 5  # the paper's 5:1
+    assert stages["rl_stage1"].coa.schedule.validation == "simulated"  # stage 1 runs without a retriever
+    same_name = ["trainer.experiment_name=x"]  # each stage names its run (and so its checkpoint dir)
+    plain = {name: OmegaConf.to_container(_compose(name, same_name), resolve=True) for name in stages}
+    for c in plain.values():
+        c.pop("coa")
+    assert plain["rl_stage1"] == plain["rl_stage2"] == plain["rl_mixed"]
+    # checkpoints carry an HF export for evaluation
+    assert "hf_model" in stages["rl_stage2"].actor_rollout_ref.actor.checkpoint.save_contents
+
+
+def test_rl_cpu_overlay():
+    config = _compose("rl_stage2", ["+platform=rl_cpu"])
+    assert config.trainer.device == "cpu" and config.ray_kwargs.ray_init.num_gpus == 1
+    rollout = config.actor_rollout_ref.rollout
+    assert (rollout.name, rollout.enable_sleep_mode, rollout.free_cache_engine) == ("vllm", False, False)
+    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VLLM_TARGET_DEVICE == "cpu"
+    assert config.actor_rollout_ref.actor.strategy == "fsdp2"
+    assert _compose("rl_stage2", []).trainer.device == "cuda"

