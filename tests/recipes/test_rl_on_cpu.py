@@ -3,7 +3,6 @@ weight sync, checkpoints with HF exports, for both stages (simulated and real ob
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from autocoa_verl.rl import parse_step_metrics
 from tests.agent.overfit import teach_one_search
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_model_dir, tiny_tokenizer, bm25, toy_world_dir):
-    """The tiny model taught to search for one train question (so rollouts act), and 4 rows of that question."""
+    """The tiny model taught to search for one train question (so rollouts act), and 8 rows of that question (4
+    batches: the resumed run still has data left after step 2)."""
     questions = [json.loads(line) for line in open(toy_world_dir / "train.jsonl")]
     question = next(q for q in questions if q["hops"] == 1)
     model = tmp_path_factory.mktemp("taught")
@@ -28,7 +29,7 @@ def setup(tmp_path_factory, tiny_model_dir, tiny_tokenizer, bm25, toy_world_dir)
     rows = pd.read_parquet(toy_world_dir / "train.parquet")
     row = rows[rows.extra_info.map(lambda e: e["id"]) == question["id"]]
     data = tmp_path_factory.mktemp("rl_data") / "train.parquet"
-    pd.concat([row] * 4, ignore_index=True).to_parquet(data)
+    pd.concat([row] * 8, ignore_index=True).to_parquet(data)
     return model, data
 
 
@@ -45,15 +46,6 @@ def run_rl(config: str, model: Path, data: Path, out: Path, steps: int, *overrid
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     return log
-
-
-def step_metrics(log: str) -> dict[int, dict[str, float]]:
-    """verl's console logger: one ``step:N - key:value - ...`` line per step."""
-    steps = {}
-    for line in re.findall(r"step:(\d+) - (.*)", log):
-        pairs = re.findall(r"([\w/]+):(?:np\.\w+\()?([-0-9.e]+|nan)", line[1])
-        steps[int(line[0])] = {k: float(v) for k, v in pairs}
-    return steps
 
 
 def changed_tensors(before: Path, after: Path) -> list[str]:
@@ -78,7 +70,7 @@ def stage1_run(setup, tmp_path_factory):
 def test_rl_stage1_trains_on_simulated_observations(setup, stage1_run):
     model, _ = setup
     out, log = stage1_run
-    steps = step_metrics(log)
+    steps = parse_step_metrics(log)
     assert sorted(steps) == [1, 2], log[-3000:]
     for metrics in steps.values():
         assert_step_used(metrics, "simulated")
@@ -93,7 +85,7 @@ def test_rl_stage1_trains_on_simulated_observations(setup, stage1_run):
 def test_rl_stage2_trains_on_the_real_retriever(setup, bm25_server, tmp_path):
     model, data = setup
     log = run_rl("rl_stage2", model, data, tmp_path, 2, f"coa.retriever.url={bm25_server.url}")
-    steps = step_metrics(log)
+    steps = parse_step_metrics(log)
     assert sorted(steps) == [1, 2]
     for metrics in steps.values():
         assert_step_used(metrics, "real")
@@ -107,6 +99,6 @@ def test_the_schedule_continues_across_a_resume(setup, stage1_run, bm25_server):
     out, _ = stage1_run
     log = run_rl("rl_mixed", model, data, out, 3, "coa.schedule.simulated_per_real=2",
                  f"coa.retriever.url={bm25_server.url}")
-    steps = step_metrics(log)
+    steps = parse_step_metrics(log)
     assert sorted(steps) == [3], log[-3000:]  # resumed: only step 3 ran
     assert_step_used(steps[3], "real")
