@@ -76,7 +76,8 @@ def summarize_steps(steps: dict[int, dict[str, float]]) -> dict:
         "breakdown_s": {name: statistics.fmean(m[key] for m in steps.values() if key in m)
                         for name, key in BREAKDOWN if any(key in m for m in steps.values())},
         "per_step": {step: {"source": "real" if m.get("timing_s/coa/obs_real/total", 0) else "simulated",
-                            "reward": m.get("critic/score/mean"), "searches_per_sample": m.get("timing_s/coa/searches/mean"),
+                            "reward": m.get("critic/score/mean"),
+                            "searches_per_sample": m.get("timing_s/coa/searches/mean"),
                             "step_s": m.get("timing_s/step")} for step, m in sorted(steps.items())},
         "observations": {"real": real, "simulated": simulated,
                          "retriever_calls_saved": simulated / (real + simulated) if real + simulated else None},
@@ -88,7 +89,8 @@ def markdown(report: dict) -> str:
     lines = ["# GRPO on the toy world", "", f"{r['setup']}", "", "## Step time (mean over steps)", "",
              "| part | seconds |", "|---|---|"]
     lines += [f"| {name} | {value:.2f} |" for name, value in r["steps"]["breakdown_s"].items()]
-    lines += ["", "## Steps", "", "| step | observations | reward | searches / sample | step s |", "|---|---|---|---|---|"]
+    lines += ["", "## Steps", "", "| step | observations | reward | searches / sample | step s |",
+              "|---|---|---|---|---|"]
     for step, s in r["steps"]["per_step"].items():
         lines.append(f"| {step} | {s['source']} | {s['reward']:.3f} | {s['searches_per_sample']:.2f} | "
                      f"{s['step_s']:.1f} |")

@@ -38,7 +38,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--retriever-url", default=None, help="use this running retriever; deploy none")
     parser.add_argument("--submission-id", default=None, help="job id (default: autocoa-<config>-<time>)")
     parser.add_argument("--no-wait", action="store_true", help="submit and return instead of following the logs")
-    parser.add_argument("--dry-run", action="store_true", help="print the job's entrypoint and runtime env; submit nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the job's entrypoint and runtime env; submit nothing")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for recipes/rl.py (after --)")
     return parser.parse_args(argv)
 

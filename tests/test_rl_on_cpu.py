@@ -17,7 +17,8 @@ def paths(tmp_path, tiny_model_dir):
     ("rl_stage1", [], False),
     ("rl_stage1", ["trainer.test_freq=5", "coa.schedule.validation=real"], True),
     ("rl_stage2", [], True),
-    ("rl_mixed", ["trainer.total_training_steps=5", "trainer.test_freq=-1"], False),  # 5 simulated steps, the real one would be step 6
+    # 5 simulated steps; the real one would be step 6
+    ("rl_mixed", ["trainer.total_training_steps=5", "trainer.test_freq=-1"], False),
     ("rl_mixed", ["trainer.total_training_steps=6", "trainer.test_freq=-1"], True),
     ("rl_mixed", [], True),  # steps unknown before the data is read: assume the real steps come
 ])

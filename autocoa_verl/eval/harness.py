@@ -104,7 +104,8 @@ def markdown_report(summary: dict[str, dict[str, dict]]) -> str:
         lines.append(f"| {label} | " + " | ".join(cell(summary[d].get(label)) for d in datasets) + " |")
     for dataset in datasets:
         lines += ["", f"## {dataset}", "",
-                  "| method | questions | EM | F1 | sub-EM | format ok | actions / q | when-to-act | tokens / q | s / q |",
+                  "| method | questions | EM | F1 | sub-EM | format ok | actions / q | when-to-act | tokens / q "
+                  "| s / q |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for label, s in summary[dataset].items():
             when = f"{s['when_to_act']:.3f}" if "when_to_act" in s else "—"
@@ -199,8 +200,6 @@ def row_labels(models: dict[str, str], methods: Sequence[str], baseline_model: s
 def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     """The whole run of ``hydra_configs/eval.yaml`` (models x methods x datasets x samples), resumable; one engine
     per model, started only if that model has questions left."""
-    import asyncio
-
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
@@ -212,7 +211,8 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     models = {str(k): str(v) for k, v in cfg.models.items()}
     plan = row_labels(models, list(cfg.methods), cfg.baseline_model or next(iter(models)))
     datasets = {str(name): load_dataset(path, cfg.limit) for name, path in cfg.datasets.items()}
-    files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl") for d in datasets for label, _, _ in plan}
+    files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl")
+             for d in datasets for label, _, _ in plan}
     (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     sampling = {"temperature": cfg.sampling.temperature if cfg.samples > 1 else 0.0, "top_p": cfg.sampling.top_p}

@@ -19,7 +19,8 @@ from autocoa_verl.protocol import build_prompt, passage_title_and_text
 from autocoa_verl.reward.scoring import qa_scores
 
 METHODS = ("direct", "cot", "rag", "react", "agent")
-ANSWER_FORMAT = "Write the final answer, a few words only, inside <answer> and </answer>, e.g. <answer> Beijing </answer>."
+ANSWER_FORMAT = ("Write the final answer, a few words only, inside <answer> and </answer>, e.g. "
+                 "<answer> Beijing </answer>.")
 PROMPTS = {
     "direct": "Answer the question directly, without explanation. " + ANSWER_FORMAT,
     "cot": "Think step by step inside <think> and </think>, then answer. " + ANSWER_FORMAT,

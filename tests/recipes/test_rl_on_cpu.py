@@ -40,7 +40,7 @@ def run_rl(config: str, model: Path, data: Path, out: Path, steps: int, *overrid
            f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",
            "data.train_batch_size=2", "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2", "data.max_response_length=384",
-           "actor_rollout_ref.actor.optim.lr=1e-4", f"trainer.total_training_steps={steps}", "trainer.save_freq=1",
+           "actor_rollout_ref.actor.optim.lr=1e-4", f"trainer.total_training_steps={steps}", f"trainer.save_freq={steps}",
            "trainer.test_freq=-1", f"trainer.default_local_dir={out}", f"hydra.run.dir={out / 'hydra'}", *overrides]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     log = result.stdout + result.stderr
