@@ -38,7 +38,8 @@ def train(args, model: Path, url: str, out: Path) -> tuple[dict[int, dict[str, f
 
     ckpt = out / "checkpoints"
     cmd = [sys.executable, str(ROOT / "recipes" / "rl.py"), "--config-name", "rl_mixed",
-           *(["+platform=rl_cpu"] if args.device == "cpu" else []),
+           *(["+platform=rl_cpu"] if args.device == "cpu" else
+             ["trainer.n_gpus_per_node=1", "actor_rollout_ref.rollout.tensor_model_parallel_size=1"]),
            f"actor_rollout_ref.model.path={model}", f"data.train_files={args.toy / 'train.parquet'}",
            f"data.val_files={args.toy / 'dev.parquet'}", f"coa.retriever.url={url}",
            f"coa.schedule.simulated_per_real={args.simulated_per_real}", f"data.train_batch_size={args.batch}",
@@ -79,6 +80,8 @@ def summarize_steps(steps: dict[int, dict[str, float]]) -> dict:
                             "reward": m.get("critic/score/mean"),
                             "searches_per_sample": m.get("timing_s/coa/searches/mean"),
                             "step_s": m.get("timing_s/step")} for step, m in sorted(steps.items())},
+        "throughput_tokens_per_s": statistics.fmean(m["perf/throughput"] for m in steps.values())
+        if all("perf/throughput" in m for m in steps.values()) else None,
         "observations": {"real": real, "simulated": simulated,
                          "retriever_calls_saved": simulated / (real + simulated) if real + simulated else None},
     }
@@ -89,6 +92,8 @@ def markdown(report: dict) -> str:
     lines = ["# GRPO on the toy world", "", f"{r['setup']}", "", "## Step time (mean over steps)", "",
              "| part | seconds |", "|---|---|"]
     lines += [f"| {name} | {value:.2f} |" for name, value in r["steps"]["breakdown_s"].items()]
+    if r["steps"]["throughput_tokens_per_s"] is not None:
+        lines += ["", f"Throughput (verl's perf/throughput): {r['steps']['throughput_tokens_per_s']:.1f} tokens/s"]
     lines += ["", "## Steps", "", "| step | observations | reward | searches / sample | step s |",
               "|---|---|---|---|---|"]
     for step, s in r["steps"]["per_step"].items():

@@ -61,13 +61,14 @@ def evaluate(model: Path, rows: list[dict], retriever_url: str, response_length:
     import asyncio
 
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
-    from autocoa_verl.eval.agent import evaluate_agent
+    from autocoa_verl.eval.methods import Methods
 
     config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={response_length}",
                                 f"coa.retriever.url={retriever_url}"])
     server = LocalVLLMServer(model, max_model_len=2048)
     try:
-        return server.run(evaluate_agent(StandaloneRollout(config, server), rows, config.coa.preset))
+        methods = Methods(server, server.tokenizer, None, lambda: StandaloneRollout(config, server))
+        return [{**r, "sample": 0} for r in server.run(methods.run("agent", rows, sample=0))]
     finally:
         server.shutdown()
         asyncio.set_event_loop(None)
@@ -82,7 +83,7 @@ def markdown(report: dict) -> str:
     for name in EVALUATED:
         s = report["evaluation"][name]
         lines.append(f"| {name} | {s['em']:.3f} | {s.get('when_to_act', float('nan')):.3f} | "
-                     f"{s['searches_per_question']:.2f} | {s['format_ok']:.3f} |")
+                     f"{s['searches']:.2f} | {s['format_ok']:.3f} |")
     lines += ["", "| training run | stage | steps | wall time (s) | loss first -> last |", "|---|---|---|---|---|"]
     for name, t in report["training"].items():
         lines.append(f"| {name} | {t['stage']} | {t['steps']} | {t['wall_s']:.0f} | "
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         training[name] = train(name, stage, models[parent] if parent else model, data[kind], out, args)
         models[name] = Path(training[name]["model"])
 
-    from autocoa_verl.eval.agent import summarize
+    from autocoa_verl.eval.harness import summarize
 
     evaluation = {}
     for name in EVALUATED:
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         records = [json.loads(line) for line in open(records_path)]
         evaluation[name] = {**summarize(records), "wall_s": time.perf_counter() - start}
         print(f"[eval] {name}: EM {evaluation[name]['em']:.3f}, when-to-act {evaluation[name]['when_to_act']:.3f}, "
-              f"searches/q {evaluation[name]['searches_per_question']:.2f}", flush=True)
+              f"searches/q {evaluation[name]['searches']:.2f}", flush=True)
 
     report = {"questions": len(rows), "response_length": args.response_length, "batch": args.batch, "lr": args.lr,
               "steps": args.steps, "stage3_steps": args.stage3_steps, "training": training, "evaluation": evaluation}

@@ -89,7 +89,8 @@ def summarize(records: Sequence[dict]) -> dict[str, Any]:
 
 
 def markdown_report(summary: dict[str, dict[str, dict]]) -> str:
-    """The paper's layout (EM, methods x datasets), then one detail table per dataset."""
+    """The paper's layout (EM, methods x datasets), then one detail table per dataset (latency: seconds from a
+    question's start to its record, with ``batch_size`` questions in flight)."""
     datasets = list(summary)
     labels = list(dict.fromkeys(label for d in datasets for label in summary[d]))
     lines = ["# Evaluation", "", "EM (mean over samples; ± std when n > 1)", "",
@@ -105,7 +106,7 @@ def markdown_report(summary: dict[str, dict[str, dict]]) -> str:
     for dataset in datasets:
         lines += ["", f"## {dataset}", "",
                   "| method | questions | EM | F1 | sub-EM | format ok | actions / q | when-to-act | tokens / q "
-                  "| s / q |",
+                  "| latency s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for label, s in summary[dataset].items():
             when = f"{s['when_to_act']:.3f}" if "when_to_act" in s else "—"

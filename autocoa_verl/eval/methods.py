@@ -5,7 +5,9 @@ retriever client. Each turns one QA row into one record (see :func:`record`).
     rag     retrieve with the question, answer  react  an external controller runs Thought / Action / Observation
     agent   the CoA agent loop in standalone mode: exactly the training rollout code
 
-Baselines answer inside ``<answer>`` tags so that one scorer (the reward's) reads every method.
+Baselines are asked to answer inside ``<answer>`` tags so that one scorer (the reward's) reads every method; a
+direct, CoT or RAG generation without the tags is scored as a whole (a small model often answers in a plain sentence),
+and ``format_ok`` records whether the tags were used.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def record(row: dict, method: str, response: str, answer_text: str, searches: in
     return out
 
 
+def answered(row: dict, method: str, response: str, text: str, searches: int, tokens: int, start: float) -> dict:
+    """A one-shot baseline's record: the tagged answer, or else the whole generation, scored."""
+    tagged = "<answer>" in text and "</answer>" in text
+    answer_text = text if tagged else f"<answer>{text.strip()}</answer>"
+    return record(row, method, response, answer_text, searches, tokens, time.perf_counter() - start,
+                  format_ok=float(tagged))
+
+
 class Methods:
     """The methods over one engine and one retriever.
 
@@ -104,15 +114,14 @@ class Methods:
     async def _single(self, method: str, row: dict, rid: str) -> dict:
         start = time.perf_counter()
         text, tokens = await self._generate(rid, self._ids(PROMPTS[method], row["question"]), ["</answer>"])
-        return record(row, method, text, text, 0, tokens, time.perf_counter() - start)
+        return answered(row, method, text, text, 0, tokens, start)
 
     async def _rag(self, method: str, row: dict, rid: str) -> dict:
         start = time.perf_counter()
         docs = await self._search(row["question"])
         text, tokens = await self._generate(rid, self._ids(f"{PROMPTS['rag']}\n{docs}", row["question"]),
                                             ["</answer>"])
-        return record(row, method, f"[retrieved]\n{docs}\n[answer]\n{text}", text, 1, tokens,
-                      time.perf_counter() - start)
+        return answered(row, method, f"[retrieved]\n{docs}\n[answer]\n{text}", text, 1, tokens, start)
 
     async def _react(self, method: str, row: dict, rid: str) -> dict:
         """The controller owns the switches: it stops generation at ``Observation:``, parses the action, searches,

@@ -68,3 +68,8 @@ def test_react_stops_at_max_actions(tiny_tokenizer, bm25_server):
 def test_rag_without_a_retriever_is_a_clear_error(tiny_tokenizer):
     with pytest.raises(ValueError, match="retriever"):
         run(tiny_tokenizer, ["x"], "rag")
+
+
+def test_an_untagged_baseline_answer_is_scored_whole_and_marked_unformatted(tiny_tokenizer):
+    record, _ = run(tiny_tokenizer, ["Mira Oltan"], "direct")
+    assert (record["em"], record["format_ok"], record["answer"]) == (1.0, 0.0, "Mira Oltan")
