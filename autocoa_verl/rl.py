@@ -44,16 +44,16 @@ def needs_retriever(config: DictConfig) -> bool:
     return schedule.count(1, int(steps))["real"] > 0
 
 
-def check_retriever(url: str, timeout_s: float = 5.0) -> None:
-    """``GET {url}/health``; raises :class:`RLConfigError` naming ``coa.retriever.url`` if it does not answer."""
+def check_retriever(url: str, timeout_s: float = 5.0, field: str = "coa.retriever.url") -> None:
+    """``GET {url}/health``; raises :class:`RLConfigError` naming ``field`` if it does not answer."""
     health = url.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(health, timeout=timeout_s) as response:
             json.loads(response.read() or b"{}")
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise RLConfigError(
-            f"coa.retriever.url={url!r}: no retriever answered {health} ({error}). Start one (make retriever), pass "
-            "its address (RETRIEVER=http://host:port), or use rl_stage1 (simulated observations only).") from error
+            f"{field}={url!r}: no retriever answered {health} ({error}). Start one (make retriever) or pass its "
+            "address (RETRIEVER=http://host:port); RL stage 1 (rl_stage1) needs none.") from error
 
 
 def preflight(config: DictConfig) -> None:

@@ -157,6 +157,7 @@ def plot_all(summary: dict[str, dict[str, dict]], records: dict[str, dict[str, l
         bins = np.arange(most + 2) - 0.5
         ax.hist([[r["searches"] for r in rs] for rs in records[dataset].values()], bins=bins,
                 label=list(records[dataset]))
+        ax.set_xticks(range(most + 1))
         ax.set_xlabel("actions per question"), ax.set_ylabel("questions"), ax.legend(fontsize=8)
         ax.set_title(f"{dataset}: action counts")
         fig.tight_layout()
@@ -208,10 +209,19 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
     from autocoa_verl.eval.methods import Methods
 
+    from autocoa_verl.rl import check_retriever
+
     out_dir = Path(cfg.out_dir)
     models = {str(k): str(v) for k, v in cfg.models.items()}
+    if not models:
+        raise ValueError("models: name at least one model (models.NAME=/path/to/hf_dir)")
+    for name, path in models.items():
+        if not (Path(path) / "config.json").is_file():
+            raise ValueError(f"models.{name}={path!r}: no Hugging Face model there (config.json)")
     plan = row_labels(models, list(cfg.methods), cfg.baseline_model or next(iter(models)))
     datasets = {str(name): load_dataset(path, cfg.limit) for name, path in cfg.datasets.items()}
+    if set(cfg.methods) & {"rag", "react", "agent"}:
+        check_retriever(cfg.retriever_url, field="retriever_url")
     files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl")
              for d in datasets for label, _, _ in plan}
     (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)

@@ -50,9 +50,10 @@ def test_ray_serve_two_replicas_answer_the_contract(local_ray, toy_world_dir, bm
     assert serve.status().applications["retriever"].deployments["retriever"].replica_states.get("RUNNING") == 2
 
 
-def test_deploys_into_an_existing_ray_cluster(toy_world_dir, bm25_index, monkeypatch):
-    """Ops' path: a cluster is already running (`ray start --head`); the server joins it by address. The head runs
-    with --block so that stopping it stops only this cluster, not other Ray processes on the machine."""
+def test_deploys_into_an_existing_ray_cluster(toy_world_dir, bm25_index, monkeypatch, capsys):
+    """Ops' path: a cluster is already running (`ray start --head`); the server joins it by address, and a second
+    launch (another RL job) reuses the running application. The head runs with --block so that stopping it stops only
+    this cluster, not other Ray processes on the machine."""
     import os
     import subprocess
     import time
@@ -84,6 +85,12 @@ def test_deploys_into_an_existing_ray_cluster(toy_world_dir, bm25_index, monkeyp
         url = serve_ray(cfg, block=False)
         body = httpx.post(f"{url}/retrieve", json={"query": "founder"}, timeout=30).json()
         assert len(body["result"][0]) == 3
+        cfg.server.replicas = 2  # a second launch asking for more: shares the running one, redeploys nothing
+        assert serve_ray(cfg, block=False) == url
+        assert "reusing the running Serve application 'retriever'" in capsys.readouterr().out
+        from ray import serve
+
+        assert serve.status().applications["retriever"].deployments["retriever"].replica_states.get("RUNNING") == 1
     finally:
         from ray import serve
 
