@@ -57,12 +57,12 @@ def summarize(records: Sequence[dict]) -> dict[str, Any]:
     """Per metric: mean over questions of each sample, then mean and spread (std) over samples; accuracy by number of
     actions and by hops; when-to-act where the data says whether search was needed.
 
-    >>> s = summarize([{"sample": 0, "em": 1.0, "f1": 1.0, "subem": 1.0, "format_ok": 1.0, "searches": 1,
+    >>> s = summarize([{"id": "q", "sample": 0, "em": 1.0, "f1": 1.0, "subem": 1.0, "format_ok": 1.0, "searches": 1,
     ...                 "response_tokens": 9, "wall_s": 0.5, "hops": 1, "acted_when_needed": True},
-    ...                {"sample": 1, "em": 0.0, "f1": 0.5, "subem": 0.0, "format_ok": 1.0, "searches": 0,
+    ...                {"id": "q", "sample": 1, "em": 0.0, "f1": 0.5, "subem": 0.0, "format_ok": 1.0, "searches": 0,
     ...                 "response_tokens": 5, "wall_s": 0.5, "hops": 1, "acted_when_needed": False}])
-    >>> s["em"], s["em_std"], s["when_to_act"], s["em_by_searches"]["1"]
-    (0.5, 0.7071067811865476, 0.5, {'questions': 1, 'em': 1.0})
+    >>> s["questions"], s["samples"], s["em"], s["em_std"], s["when_to_act"], s["em_by_searches"]["1"]
+    (1, 2, 0.5, 0.7071067811865476, 0.5, {'questions': 1, 'em': 1.0})
     """
     if not records:
         raise ValueError("summarize: no records")

@@ -90,6 +90,8 @@ def test_rl_stage2_trains_on_the_real_retriever(setup, bm25_server, tmp_path):
     for metrics in steps.values():
         assert_step_used(metrics, "real")
         assert metrics["timing_s/coa/retriever_failures/total"] == 0
+    # the taught answer, after the real observation it was taught with, earns the reward: the reward manager is wired
+    assert max(m["critic/score/max"] for m in steps.values()) == 1.0
     assert len(changed_tensors(model, tmp_path / "global_step_2" / "actor" / "huggingface")) >= 10
 
 
