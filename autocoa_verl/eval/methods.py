@@ -12,6 +12,7 @@ and ``format_ok`` records whether the tags were used.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any, Callable, Sequence
@@ -106,8 +107,6 @@ class Methods:
     async def run(self, method: str, rows: Sequence[dict], sample: int) -> list[dict]:
         if method == "agent":
             return await self._agent(rows)
-        import asyncio
-
         one = {"direct": self._single, "cot": self._single, "rag": self._rag, "react": self._react}[method]
         return list(await asyncio.gather(*(one(method, row, f"{method}-{sample}-{row['id']}") for row in rows)))
 
@@ -149,8 +148,6 @@ class Methods:
                       format_ok=float(answer is not None))
 
     async def _agent(self, rows: Sequence[dict]) -> list[dict]:
-        import asyncio
-
         if self._rollout is None:
             self._rollout = self.rollout_factory()
         rollout = self._rollout
