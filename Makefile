@@ -94,9 +94,10 @@ models: $(STAMP)  ## materialise SmolLM2-135M-Instruct and the tiny test model i
 	$(PY) -m autocoa_verl.models smollm2 --out $(BUILD)/models/smollm2-135m
 	$(PY) -m autocoa_verl.models tiny --out $(BUILD)/models/tiny-qwen2
 
-sft-data: toy-world  ## oracle SFT data for the toy world: trajectories (stages 2, 3) and contrastive pairs (stage 1)
+sft-data: toy-world models  ## oracle SFT data for the toy world (observations: bm25 top-3, MODEL's token budget)
 	$(PY) -m autocoa_verl.data.oracle $(BUILD)/toy/train.jsonl $(BUILD)/toy/corpus.jsonl \
-	  $(BUILD)/sft/oracle_trajectories.parquet --pairs $(BUILD)/sft/oracle_pairs.parquet
+	  $(BUILD)/sft/oracle_trajectories.parquet --pairs $(BUILD)/sft/oracle_pairs.parquet \
+	  --tokenizer $(MODEL) --index-dir $(BUILD)/index/bm25
 
 synthesize: $(STAMP)  ## teacher trajectories: TEACHER runs the CoA loop on QUESTIONS against RETRIEVER_URL -> $(BUILD)/sft/teacher
 	$(PY) recipes/synthesize.py teacher=$(abspath $(TEACHER)) questions=$(QUESTIONS) out_dir=$(BUILD)/sft/teacher \

@@ -98,7 +98,8 @@ def teach(model_dir: Path, out_dir: Path, rows: list[dict], passages: dict, step
     examples = []
     for row in rows:
         prompt = prompt_ids(tokenizer, build_prompt(row["question"]))
-        text = "".join(s["text"] for s in oracle_trajectory(row, passages)) + tokenizer.eos_token
+        gold = [render_observation([passages[step["doc_id"]]]) for step in row["chain"]]  # a format lesson only
+        text = "".join(s["text"] for s in oracle_trajectory(row, gold)) + tokenizer.eos_token
         response = tokenizer.encode(text, add_special_tokens=False)
         examples.append((torch.tensor([prompt + response]), torch.tensor([[-100] * len(prompt) + response])))
     model.train()

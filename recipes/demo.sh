@@ -29,7 +29,8 @@ timing "model"
 
 step "3/7 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer (CPU platform): SmolLM2, $SFT_STEPS steps each on oracle data"
 $PY -m autocoa_verl.data.oracle "$BUILD/toy/train.jsonl" "$BUILD/toy/corpus.jsonl" "$BUILD/sft/oracle_trajectories.parquet" \
-  --pairs "$BUILD/sft/oracle_pairs.parquet" || fail "oracle SFT data"
+  --pairs "$BUILD/sft/oracle_pairs.parquet" --tokenizer "$BUILD/models/smollm2-135m" --index-dir "$BUILD/index/bm25" \
+  || fail "oracle SFT data"
 model="$BUILD/models/smollm2-135m"
 for stage in 1 2 3; do
   data="$BUILD/sft/oracle_trajectories.parquet"; [ $stage = 1 ] && data="$BUILD/sft/oracle_pairs.parquet"

@@ -86,8 +86,8 @@ class Retriever(ABC):
         index_dir = Path(index_dir)
         manifest_path = index_dir / MANIFEST
         if not manifest_path.is_file():
-            raise IndexMismatchError(f"{index_dir}: no {MANIFEST}; build the index first (python -m "
-                                     "retriever_server.index ...)")
+            raise IndexMismatchError(f"{index_dir}: no {MANIFEST}; build the index first (python "
+                                     "recipes/build_index.py ...)")
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("backend") != cls.backend:
             raise IndexMismatchError(f"{index_dir} is a {manifest.get('backend')!r} index, not {cls.backend!r}")
@@ -105,3 +105,12 @@ class Retriever(ABC):
                                          f"retriever is configured with {key}={wanted!r}: rebuild or reconfigure")
         retriever._load_index(index_dir)
         return retriever
+
+    @classmethod
+    def open_or_build(cls, corpus_path: str | Path, index_dir: str | Path, **options: Any):
+        """Opens the index in ``index_dir``, or builds it there when it is missing or was built from another corpus
+        or with other options."""
+        try:
+            return cls.open(corpus_path, index_dir, **options)
+        except IndexMismatchError:
+            return cls.build(corpus_path, index_dir, progress=False, **options)

@@ -46,13 +46,9 @@ def serve_bm25(corpus: Path, index_dir: Path) -> Iterator[str]:
     """A bm25 retriever over ``corpus`` served on loopback for the ``with`` block; yields its URL. The index in
     ``index_dir`` is reused, or built when missing or built from another corpus."""
     from retriever_server.app import create_app
-    from retriever_server.base import IndexMismatchError
     from retriever_server.bm25 import BM25Retriever
 
-    try:
-        retriever = BM25Retriever.open(corpus, index_dir)
-    except IndexMismatchError:
-        retriever = BM25Retriever.build(corpus, index_dir, progress=False)
+    retriever = BM25Retriever.open_or_build(corpus, index_dir)
     server = ServerThread(create_app(retriever)).start()
     try:
         yield server.url

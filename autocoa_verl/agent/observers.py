@@ -69,6 +69,22 @@ def tokens_through(tokenizer, token_ids: list[int], n_chars: int) -> int:
     return lo
 
 
+def retrieved_block(passages: list[str], tokenizer, preset: TagPreset, max_tokens: int) -> tuple[str, bool]:
+    """The observation block for retrieved passages (FlashRAG ``contents``, in the retriever's order) under a token
+    budget, and whether it was cut. The one rendering of real observations: the loop appends exactly this text's
+    tokens, and the oracle teacher writes exactly this text (so SFT sees what rollouts will see).
+
+    Raises:
+        ObservationBudgetError: ``max_tokens`` cannot even hold the tags.
+    """
+    count = lambda text: len(tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
+    try:
+        text = render_observation(passages, preset, max_tokens=max_tokens, count_tokens=count)
+    except ValueError as error:
+        raise ObservationBudgetError(str(error)) from None
+    return text, text != render_observation(passages, preset)
+
+
 class RetrieverObserver:
     """Real observations: the top-k passages from the retriever server, rendered by the protocol."""
 
@@ -77,9 +93,6 @@ class RetrieverObserver:
     def __init__(self, client: RetrieverClient, tokenizer, preset: TagPreset):
         self.client, self.tokenizer, self.preset = client, tokenizer, preset
 
-    def _count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
-
     async def observe(self, query: str, context_ids: list[int], max_tokens: int, request_id: str,
                       sampling_params: dict[str, Any]) -> Observation:
         start = time.perf_counter()
@@ -87,12 +100,7 @@ class RetrieverObserver:
             hits = (await self.client.search([query]))[0]
         except RetrieverError as error:
             return Observation([], "real", time.perf_counter() - start, error=error.kind, message=str(error))
-        passages = [hit.contents for hit in hits]
-        try:
-            text = render_observation(passages, self.preset, max_tokens=max_tokens, count_tokens=self._count)
-        except ValueError as error:
-            raise ObservationBudgetError(str(error)) from None
-        truncated = text != render_observation(passages, self.preset)
+        text, truncated = retrieved_block([hit.contents for hit in hits], self.tokenizer, self.preset, max_tokens)
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         return Observation(ids, "real", time.perf_counter() - start, truncated=truncated)
 

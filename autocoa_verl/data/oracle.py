@@ -1,47 +1,105 @@
 """The toy-world oracle teacher: correct trajectories written from each question's gold chain, deterministically.
 
-Run: ``python -m autocoa_verl.data.oracle QUESTIONS.jsonl CORPUS.jsonl OUT.parquet [--pairs PAIRS.parquet]``.
+Run: ``python -m autocoa_verl.data.oracle QUESTIONS.jsonl CORPUS.jsonl OUT.parquet --tokenizer MODEL
+[--pairs PAIRS.parquet]``.
 
 A trajectory is a list of segments ``{"source": "model" | "env", "text": ...}`` so that every consumer knows which
 text the model wrote and which the environment returned, without re-parsing tags. Search questions become
-think -> search the sub-question -> read the gold passage -> ... -> answer (CoA); questions that need no search
-become think -> answer (CoT).
+think -> search the sub-question -> read what the retriever returns -> ... -> answer (CoA); questions that need no
+search become think -> answer (CoT), with the working written out for arithmetic.
+
+Observations are what the rollout will show: the retriever's top-k for the oracle's query, in the retriever's
+order, rendered by :func:`~autocoa_verl.agent.observers.retrieved_block` under the loop's token budget. A question
+whose gold passage is not among the top-k at some hop is left out (a correct teacher could not have answered it).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from autocoa_verl.data.sft_files import trajectory_row, write_sft_parquet
-from autocoa_verl.protocol import DEFAULT_PRESET, build_prompt, get_preset, render_observation
+from autocoa_verl.protocol import DEFAULT_PRESET, build_prompt, get_preset
 
 
 def _answer(text: str, preset) -> str:
     return f"{preset.answer_open}{text}{preset.answer_close}"
 
 
-def oracle_trajectory(row: dict, passages: dict[str, str], preset: str = DEFAULT_PRESET) -> list[dict[str, str]]:
+_SUM = re.compile(r"What is (\d+) plus (\d+)\?")
+
+
+def no_search_thought(row: dict) -> str:
+    """The reasoning of a question that needs no search: the working of a sum, tens then units; otherwise a pointer
+    to the question.
+
+    >>> no_search_thought({"question": "What is 6 plus 24?", "kind": "arithmetic"})
+    '6 plus 24: 6 + 20 = 26, 26 + 4 = 30. No search is needed.'
+    """
+    match = _SUM.search(row["question"]) if row.get("kind") == "arithmetic" else None
+    if match is None:
+        return "The question itself tells me what I need; no search is needed."
+    a, b = map(int, match.groups())
+    tens, units = b - b % 10, b % 10
+    steps = [f"{a} + {tens} = {a + tens}"] if tens else []
+    if units or not tens:
+        steps.append(f"{a + tens} + {units} = {a + b}")
+    return f"{a} plus {b}: {', '.join(steps)}. No search is needed."
+
+
+def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFAULT_PRESET) -> list[dict[str, str]]:
     """The oracle's trajectory for one toy-world question row (with ``chain`` and ``needs_search``).
 
-    Raises:
-        KeyError: a chain step names a passage id that is not in ``passages``.
+    Args:
+        row: the question, with its gold chain.
+        observations: the observation block returned for each chain step's query (see :class:`Observations`).
+        preset: the tag protocol.
     """
     p = get_preset(preset)
     answer = row["golden_answers"][0]
     if not row["needs_search"]:
-        thought = f"{p.think_open}The question itself tells me what I need; no search is needed.{p.think_close}"
-        return [{"source": "model", "text": thought + _answer(answer, p)}]
+        return [{"source": "model", "text": f"{p.think_open}{no_search_thought(row)}{p.think_close}" + _answer(answer, p)}]
+    if len(observations) != len(row["chain"]):
+        raise ValueError(f"row {row['id']!r}: {len(row['chain'])} chain steps but {len(observations)} observations")
     segments = []
-    for i, step in enumerate(row["chain"]):
+    for i, (step, observation) in enumerate(zip(row["chain"], observations)):
         lead = "I do not know this" if i == 0 else f"I found {row['chain'][i - 1]['answer']}. Next"
         thought = f"{p.think_open}{lead}: {step['question']}{p.think_close}"
         segments.append({"source": "model", "text": f"{thought}\n{p.search_open} {step['query']} {p.search_close}"})
-        segments.append({"source": "env", "text": render_observation([passages[step["doc_id"]]], p)})
+        segments.append({"source": "env", "text": observation})
     final = f"{p.think_open}So the answer is {answer}.{p.think_close}"
     segments.append({"source": "model", "text": final + _answer(answer, p)})
     return segments
+
+
+class Observations:
+    """What the agent loop's ``RetrieverObserver`` appends for a query, computed in-process: the retriever's top-k,
+    rendered by :func:`retrieved_block` with the loop's token budget and the policy's tokenizer.
+
+    Args:
+        retriever: a ``retriever_server`` backend (the index the rollouts' server serves).
+        tokenizer: the policy's tokenizer (the budget is in its tokens).
+        preset: the tag protocol.
+        topk: passages per query (``coa.retriever.topk``).
+        max_tokens: the observation budget (``coa.max_observation_tokens``).
+    """
+
+    def __init__(self, retriever, tokenizer, preset: str = DEFAULT_PRESET, topk: int = 3, max_tokens: int = 256):
+        self.retriever, self.tokenizer, self.preset = retriever, tokenizer, get_preset(preset)
+        self.topk, self.max_tokens = topk, max_tokens
+
+    def __call__(self, queries: Sequence[str]) -> list[tuple[str, list[str]]]:
+        """Per query: the observation block and the ids of the passages it shows, best first."""
+        from autocoa_verl.agent.observers import retrieved_block
+
+        out = []
+        for docs in self.retriever.batch_search(list(queries), topk=self.topk):
+            text, _ = retrieved_block([d["contents"] for d in docs], self.tokenizer, self.preset, self.max_tokens)
+            out.append((text, [d["id"] for d in docs]))
+        return out
 
 
 def answers_by_kind(rows: list[dict]) -> dict[str, list[str]]:
@@ -58,16 +116,17 @@ def distractor(row: dict, pool: dict[str, list[str]]) -> str:
     return wrong[sum(map(ord, str(row["id"]))) % len(wrong)] if wrong else "I do not know"
 
 
-def oracle_pairs(row: dict, passages: dict[str, str], wrong_answer: str,
+def oracle_pairs(row: dict, observations: Sequence[str], wrong_answer: str,
                  preset: str = DEFAULT_PRESET) -> list[dict[str, Any]]:
     """Step-level *when to act* pairs for one question: a shared prefix, a chosen and a rejected continuation.
 
     At each step of a search question the prefix ends with the thought that names the unknown fact; *chosen*
     searches for it, *rejected* guesses an answer (``wrong_answer``) without searching. For a question that needs no
-    search, *chosen* reasons to the answer and *rejected* searches anyway.
+    search, *chosen* reasons to the answer and *rejected* searches anyway. ``observations`` as for
+    :func:`oracle_trajectory`.
     """
     p = get_preset(preset)
-    segments = oracle_trajectory(row, passages, preset)
+    segments = oracle_trajectory(row, observations, preset)
     model = lambda text: [{"source": "model", "text": text}]  # noqa: E731
     if not row["needs_search"]:
         question = row["question"]
@@ -83,41 +142,70 @@ def oracle_pairs(row: dict, passages: dict[str, str], wrong_answer: str,
     return pairs
 
 
-def write_oracle_parquet(questions_path: str | Path, corpus_path: str | Path, out_path: str | Path,
-                         preset: str = DEFAULT_PRESET, pairs_path: str | Path | None = None) -> tuple[int, int]:
-    """Writes the oracle's trajectories (one per question) and, given ``pairs_path``, its contrastive pairs, in the
-    formats of :mod:`autocoa_verl.data.sft_files`; returns (trajectories, pairs) written."""
+def write_oracle_parquet(questions_path: str | Path, out_path: str | Path, observations: Observations,
+                         pairs_path: str | Path | None = None) -> dict[str, int]:
+    """Writes the oracle's trajectories and, given ``pairs_path``, its contrastive pairs, in the formats of
+    :mod:`autocoa_verl.data.sft_files`. Returns the counts: ``trajectories``, ``pairs``, and ``skipped`` (questions
+    whose gold passage the retriever did not return at some hop)."""
     from autocoa_verl.data.qa_files import read_qa_jsonl
-    from retriever_server.corpus import load_corpus
 
-    passages = {doc["id"]: doc["contents"] for doc in load_corpus(corpus_path)}
+    preset = observations.preset.name
     rows = read_qa_jsonl(questions_path)
-    trajectories, pairs, pool = [], [], answers_by_kind(rows)
     for row in rows:
         if "chain" not in row or "needs_search" not in row:
             raise ValueError(f"{questions_path}: row {row['id']!r} has no gold 'chain'/'needs_search' "
                              "(the oracle needs toy-world questions)")
+    steps = [step for row in rows for step in row["chain"]]
+    found = iter(observations([step["query"] for step in steps]))
+    trajectories, pairs, pool, skipped = [], [], answers_by_kind(rows), 0
+    for row in rows:
+        seen = [next(found) for _ in row["chain"]]
+        if any(step["doc_id"] not in ids for step, (_, ids) in zip(row["chain"], seen)):
+            skipped += 1
+            continue
+        texts = [text for text, _ in seen]
         prompt = build_prompt(row["question"], preset)
-        trajectories.append(trajectory_row(str(row["id"]), prompt, oracle_trajectory(row, passages, preset)))
-        for i, pair in enumerate(oracle_pairs(row, passages, distractor(row, pool), preset)):
+        trajectories.append(trajectory_row(str(row["id"]), prompt, oracle_trajectory(row, texts, preset)))
+        for i, pair in enumerate(oracle_pairs(row, texts, distractor(row, pool), preset)):
             pairs.append({"id": f"{row['id']}-step{i}", "prompt": prompt, **pair})
     write_sft_parquet(trajectories, out_path, "trajectories")
     if pairs_path is not None:
         write_sft_parquet(pairs, pairs_path, "pairs")
-    return len(trajectories), len(pairs) if pairs_path is not None else 0
+    return {"trajectories": len(trajectories), "pairs": len(pairs) if pairs_path is not None else 0,
+            "skipped": skipped}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write oracle trajectories (SFT-2/3) and contrastive pairs (SFT-1) "
-                                                 "for toy-world questions.")
+                                                 "for toy-world questions, with the observations a bm25 retriever "
+                                                 "returns at rollout time.")
     parser.add_argument("questions", help="toy-world question jsonl (with gold chains)")
     parser.add_argument("corpus", help="toy-world corpus jsonl")
     parser.add_argument("output", help="trajectories parquet to write")
+    parser.add_argument("--tokenizer", required=True, help="the policy (a model directory): observation budgets are "
+                                                           "counted in its tokens")
+    parser.add_argument("--index-dir", help="bm25 index of the corpus (built there if missing or stale; default: "
+                                            "a bm25-index directory beside the output)")
     parser.add_argument("--pairs", help="also write step-level contrastive pairs to this parquet")
     parser.add_argument("--preset", default=DEFAULT_PRESET, help="tag protocol (search_r1|autocoa)")
+    rollout = inspect.signature(Observations).parameters  # the RL config's defaults (a test ties them)
+    parser.add_argument("--topk", type=int, default=rollout["topk"].default,
+                        help="passages per search, as coa.retriever.topk (default %(default)s)")
+    parser.add_argument("--max-observation-tokens", type=int, default=rollout["max_tokens"].default,
+                        help="observation budget, as coa.max_observation_tokens (default %(default)s)")
     args = parser.parse_args(argv)
-    n, m = write_oracle_parquet(args.questions, args.corpus, args.output, args.preset, args.pairs)
-    print(f"wrote {n} oracle trajectories to {args.output}" + (f" and {m} pairs to {args.pairs}" if args.pairs else ""))
+    from transformers import AutoTokenizer
+
+    from retriever_server.bm25 import BM25Retriever
+
+    index_dir = Path(args.index_dir) if args.index_dir else Path(args.output).parent / "bm25-index"
+    retriever = BM25Retriever.open_or_build(args.corpus, index_dir)
+    observations = Observations(retriever, AutoTokenizer.from_pretrained(args.tokenizer), args.preset, args.topk,
+                                args.max_observation_tokens)
+    counts = write_oracle_parquet(args.questions, args.output, observations, args.pairs)
+    print(f"wrote {counts['trajectories']} oracle trajectories to {args.output}"
+          + (f" and {counts['pairs']} pairs to {args.pairs}" if args.pairs else "")
+          + f"; {counts['skipped']} questions left out (gold passage not in the retriever's top-{args.topk})")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from autocoa_verl.data.oracle import write_oracle_parquet
+from autocoa_verl.data.oracle import Observations, write_oracle_parquet
 from autocoa_verl.sft.trainer import latest_hf_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +40,9 @@ def _changed(before: Path, after: Path) -> list[str]:
     return [k for k in a if not torch.equal(a[k].float(), b[k].float())]
 
 
-def test_stages_chain_on_cpu(tmp_path, tiny_model_dir, toy_world_dir):
+def test_stages_chain_on_cpu(tmp_path, tiny_model_dir, tiny_tokenizer, toy_world_dir, bm25):
     trajectories, pairs = tmp_path / "traj.parquet", tmp_path / "pairs.parquet"
-    write_oracle_parquet(toy_world_dir / "train.jsonl", toy_world_dir / "corpus.jsonl", trajectories,
+    write_oracle_parquet(toy_world_dir / "train.jsonl", trajectories, Observations(bm25, tiny_tokenizer),
                          pairs_path=pairs)
     model = tiny_model_dir
     for stage, data in ((1, pairs), (2, trajectories), (3, trajectories)):

@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-from autocoa_verl.data.oracle import write_oracle_parquet
+from autocoa_verl.data.oracle import Observations, write_oracle_parquet
 from autocoa_verl.data.sft_files import SFTFileError, write_sft_parquet
 from autocoa_verl.protocol import build_prompt, get_preset
 from autocoa_verl.sft.dataset import PairSFTDataset, TrajectorySFTDataset, encode, prompt_ids
 
 
 @pytest.fixture(scope="module", params=["search_r1", "autocoa"])
-def oracle_files(request, toy_world_dir, tmp_path_factory):
+def oracle_files(request, toy_world_dir, bm25, tiny_tokenizer, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"oracle-{request.param}")
-    write_oracle_parquet(toy_world_dir / "train.jsonl", toy_world_dir / "corpus.jsonl", out / "traj.parquet",
-                         request.param, pairs_path=out / "pairs.parquet")
+    write_oracle_parquet(toy_world_dir / "train.jsonl", out / "traj.parquet",
+                         Observations(bm25, tiny_tokenizer, request.param), pairs_path=out / "pairs.parquet")
     return request.param, out / "traj.parquet", out / "pairs.parquet"
 
 
