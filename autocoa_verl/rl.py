@@ -7,7 +7,6 @@ replica all come in through verl's own hooks, named in ``hydra_configs/rl_base.y
 from __future__ import annotations
 
 import json
-import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -70,20 +69,6 @@ def preflight(config: DictConfig) -> None:
     schedule_of(config)  # validates the schedule's fields
     if needs_retriever(config):
         check_retriever(config.coa.retriever.url)
-
-
-def parse_step_metrics(log: str) -> dict[int, dict[str, float]]:
-    """Per-step metrics from verl's console logger (one ``step:N - key:value - ...`` line per step; a step printed
-    twice keeps its last line).
-
-    >>> parse_step_metrics("step:3 - critic/score/mean:0.5 - timing_s/gen:np.float64(2.5) - x:np.int64(4)")
-    {3: {'critic/score/mean': 0.5, 'timing_s/gen': 2.5, 'x': 4.0}}
-    """
-    steps = {}
-    for step, line in re.findall(r"step:(\d+) - (.*)", log):
-        pairs = re.findall(r"([\w/@.-]+?):(?:np\.\w+\()?(-?[0-9][0-9.e+-]*|nan)", line)
-        steps[int(step)] = {key.strip(" -"): float(value) for key, value in pairs}
-    return steps
 
 
 def run_rl(config: DictConfig) -> None:

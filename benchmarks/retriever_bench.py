@@ -28,7 +28,7 @@ from autocoa_verl.data.toy_world import ToyWorldConfig, build_toy_world  # noqa:
 from retriever_server.base import IndexMismatchError  # noqa: E402
 from retriever_server.bm25 import BM25Retriever  # noqa: E402
 from retriever_server.dense import DenseRetriever  # noqa: E402
-from tests.loopback import free_port  # noqa: E402
+from retriever_server.serve import free_port  # noqa: E402
 
 BACKENDS = {"bm25": BM25Retriever, "dense": DenseRetriever}
 

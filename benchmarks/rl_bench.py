@@ -34,7 +34,7 @@ BREAKDOWN = [("generation (rollout, incl. environment)", "timing_s/gen"),
 
 
 def train(args, model: Path, url: str, out: Path) -> tuple[dict[int, dict[str, float]], float, Path]:
-    from autocoa_verl.rl import parse_step_metrics
+    from autocoa_verl.rl_logs import parse_step_metrics
 
     ckpt = out / "checkpoints"
     cmd = [sys.executable, str(ROOT / "recipes" / "rl.py"), "--config-name", "rl_mixed",
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--model {args.model}: no HF model there (run the SFT stages or pass --model)")
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from tests.loopback import serve_bm25
+    from retriever_server.serve import serve_bm25
 
     with serve_bm25(args.toy / "corpus.jsonl", ROOT / "build" / "index" / "bm25") as url:
         steps, wall, trained = train(args, args.model, url, args.out)

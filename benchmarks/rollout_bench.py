@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"bookkeeping: {report['bookkeeping']['us_per_turn']:.0f} us per turn", flush=True)
     if not args.skip_engine:
         from retriever_server.corpus import load_corpus
-        from tests.loopback import serve_bm25
+        from retriever_server.serve import serve_bm25
 
         world = args.out / "toy"
         if not (world / "manifest.json").exists():

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [json.loads(line) for line in open(toy / "test.jsonl")][: args.questions]
 
     if args.evaluate_only:  # the child process of one evaluation (a fresh process per vLLM engine)
-        from tests.loopback import serve_bm25
+        from retriever_server.serve import serve_bm25
 
         with serve_bm25(toy / "corpus.jsonl", out / "index-bm25") as url:
             records = evaluate(Path(args.evaluate_only[0]), rows, url, args.response_length)

@@ -96,7 +96,7 @@ $PY recipes/rl.py --config-name rl_mixed +platform=rl_cpu actor_rollout_ref.mode
   hydra.run.dir="$BUILD/hydra/demo-rl" > "$log" 2>&1 || { tail -40 "$log"; fail "RL"; }
 $PY - "$log" <<'PY'
 import sys
-from autocoa_verl.rl import parse_step_metrics
+from autocoa_verl.rl_logs import parse_step_metrics
 for step, m in sorted(parse_step_metrics(open(sys.argv[1]).read()).items()):
     print(f"  RL step {step}: reward {m['critic/score/mean']:.3f}, searches/sample {m['timing_s/coa/searches/mean']:.2f}, "
           f"observations real {m['timing_s/coa/obs_real/total']:.0f} / simulated {m['timing_s/coa/obs_simulated/total']:.0f}; "

@@ -1,12 +1,16 @@
 """Open a retriever from its config and serve it: Ray Serve (replicas, in a new or an existing Ray cluster) or
-plain uvicorn. Entry points: ``recipes/build_index.py`` and ``recipes/serve_retriever.py`` (Hydra)."""
+plain uvicorn. Entry points: ``recipes/build_index.py`` and ``recipes/serve_retriever.py`` (Hydra).
+:func:`serve_bm25` serves a bm25 index on loopback in a thread, for tests, benchmarks and data preparation."""
 
 from __future__ import annotations
 
 import signal
+import socket
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -104,3 +108,52 @@ def serve_ray(cfg: DictConfig, block: bool = True) -> str:
             serve.shutdown()
             ray.shutdown()
     return url
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a daemon thread; ``stop()`` and ``start()`` again on the same
+    port."""
+
+    def __init__(self, app, port: int | None = None):
+        self.app, self.port = app, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = self._thread = None
+
+    def start(self, timeout_s: float = 20.0) -> "ServerThread":
+        import uvicorn
+
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.time() + timeout_s
+        while not self._server.started:
+            if time.time() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"the server on {self.url} did not start within {timeout_s} s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=20)
+
+
+@contextmanager
+def serve_bm25(corpus: str | Path, index_dir: str | Path) -> Iterator[str]:
+    """A bm25 retriever over ``corpus`` served on loopback for the ``with`` block; yields its URL. The index in
+    ``index_dir`` is reused, or built when missing or built from another corpus."""
+    from retriever_server.app import create_app
+    from retriever_server.bm25 import BM25Retriever
+
+    server = ServerThread(create_app(BM25Retriever.open_or_build(corpus, index_dir))).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

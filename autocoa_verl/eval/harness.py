@@ -220,8 +220,17 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
             raise ValueError(f"models.{name}={path!r}: no Hugging Face model there (config.json)")
     plan = row_labels(models, list(cfg.methods), cfg.baseline_model or next(iter(models)))
     datasets = {str(name): load_dataset(path, cfg.limit) for name, path in cfg.datasets.items()}
-    if set(cfg.methods) & {"rag", "react", "agent"}:
+    if set(cfg.methods) & {"rag", "react", "react_fewshot", "agent"}:
         check_retriever(cfg.retriever_url, field="retriever_url")
+    exemplars = []
+    if "react_fewshot" in cfg.methods:
+        from autocoa_verl.eval.methods import pick_exemplars
+
+        exemplars = pick_exemplars(load_dataset(cfg.react_exemplars), cfg.react_exemplar_count)
+        evaluated = {r["question"] for rows in datasets.values() for r in rows}
+        if any(r["question"] in evaluated for r in exemplars):
+            raise ValueError(f"react_exemplars={cfg.react_exemplars!r}: an exemplar question is in an evaluated "
+                             "dataset (give a training split)")
     files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl")
              for d in datasets for label, _, _ in plan}
     (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
@@ -244,7 +253,7 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
             async with RetrieverClient(cfg.retriever_url, topk=cfg.topk) as retriever:
                 methods = Methods(server, server.tokenizer, retriever, lambda: StandaloneRollout(loop_config, server),
                                   max_tokens=cfg.max_tokens, max_actions=loop_config.coa.max_actions,
-                                  sampling=sampling, topk=cfg.topk)
+                                  sampling=sampling, topk=cfg.topk, exemplars=exemplars)
                 for dataset, label, method, sample, rows in todo:
                     with tqdm(total=len(rows), desc=f"{dataset} | {label} | sample {sample}") as bar:
                         for start in range(0, len(rows), cfg.batch_size):

@@ -12,7 +12,7 @@ from autocoa_verl.eval.harness import load_dataset, run_evaluation
 from tests.agent.overfit import teach_one_search
 from tests.test_hydra_configs_on_cpu import CONFIG_DIR
 
-LABELS = ["direct", "cot", "rag", "react", "agent (taught)"]
+LABELS = ["direct", "cot", "rag", "react", "react_fewshot", "agent (taught)"]
 
 
 def eval_config(model, dataset, url, out, *extra):
@@ -31,7 +31,7 @@ def evaluated(tmp_path_factory, tiny_model_dir, tiny_tokenizer, bm25, toy_world_
     out = tmp_path_factory.mktemp("eval")
     dataset = out / "toy.jsonl"  # the taught question first, so the agent searches at least there
     dataset.write_text("".join(json.dumps(q) + "\n" for q in [taught] + [q for q in questions if q is not taught]))
-    cfg = eval_config(model, dataset, bm25_server.url, out)
+    cfg = eval_config(model, dataset, bm25_server.url, out, f"react_exemplars={toy_world_dir / 'train.jsonl'}")
     return cfg, run_evaluation(cfg), out
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from autocoa_verl.rl import parse_step_metrics
+from autocoa_verl.rl_logs import parse_step_metrics
 from tests.agent.overfit import teach_one_search
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,121 @@
+"""RL questions that can teach: estimate the start policy's pass rate on each training question, keep the ones it
+sometimes gets right and sometimes not (0 < pass rate < 1). A GRPO group whose rewards are all equal has zero
+advantage everywhere and gives no gradient (DAPO's observation); filtering before training spends the rollouts on
+groups that carry signal.
+
+Run: ``python -m autocoa_verl.data.curriculum --model MODEL --questions build/toy/train.jsonl
+--corpus build/toy/corpus.jsonl --out build/rl/train_curriculum.parquet [--samples 4 --limit 256]`` (``--help``).
+Writes the filtered verl parquet and ``<out>.pass_rates.jsonl`` (one line per question: id, pass rate, samples).
+Pass rates come from the RL rollout itself (the CoA loop, standalone, on a local vLLM engine, against a bm25
+retriever of the corpus) and the training reward's scorer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+REWARD_KEY = "score"
+
+
+def select_by_pass_rate(rates: Mapping[str, float], low: float = 0.0, high: float = 1.0) -> list[str]:
+    """The ids whose pass rate lies strictly between ``low`` and ``high``, in ``rates``' order.
+
+    >>> select_by_pass_rate({"a": 0.0, "b": 0.25, "c": 1.0, "d": 0.75})
+    ['b', 'd']
+    """
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"pass-rate bounds must satisfy 0 <= low < high <= 1, got low={low}, high={high}")
+    return [key for key, rate in rates.items() if low < rate < high]
+
+
+def zero_variance_share(groups: Sequence[Sequence[float]]) -> float:
+    """The share of GRPO groups whose rewards are all equal (they give no gradient).
+
+    >>> zero_variance_share([[0, 0, 0], [1, 0, 1], [1, 1, 1], [0.5, 0.5]])
+    0.75
+    """
+    if not groups:
+        raise ValueError("zero_variance_share: no groups")
+    return sum(max(g) == min(g) for g in groups) / len(groups)
+
+
+def pass_rates(rollout, rows: Sequence[dict], samples: int, sampling: dict[str, Any],
+               batch_size: int = 64, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Per question id: ``{"pass_rate", "rewards"}`` over ``samples`` rollouts at ``sampling``, scored by the
+    training reward (:func:`autocoa_verl.reward.compute_score`). ``rollout`` is a ``StandaloneRollout``."""
+    from tqdm import tqdm
+
+    from autocoa_verl.protocol import build_prompt
+    from autocoa_verl.reward import compute_score
+
+    preset = rollout.config.coa.preset
+    jobs = [(row, s) for row in rows for s in range(samples)]
+    rewards: dict[str, list[float]] = {str(row["id"]): [] for row in rows}
+    with tqdm(total=len(jobs), desc="pass rates", unit="rollout", disable=not progress) as bar:
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start : start + batch_size]
+            outputs = rollout.run_sync([{"raw_prompt": build_prompt(row["question"], preset)} for row, _ in batch],
+                                       validate=False, sampling_params=dict(sampling))
+            for (row, _), output in zip(batch, outputs):
+                text = rollout.tokenizer.decode(output.response_ids, skip_special_tokens=True)
+                score = compute_score("toy_world", text, row["golden_answers"], preset=preset)
+                rewards[str(row["id"])].append(float(score[REWARD_KEY]))
+            bar.update(len(batch))
+    return {key: {"pass_rate": statistics.fmean(values), "rewards": values} for key, values in rewards.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Keep the RL training questions the start policy sometimes "
+                                                 "answers right and sometimes not (0 < pass rate < 1).")
+    parser.add_argument("--model", required=True, help="the start policy (HF directory)")
+    parser.add_argument("--questions", required=True, help="training questions (FlashRAG jsonl)")
+    parser.add_argument("--corpus", required=True, help="corpus jsonl for the bm25 retriever")
+    parser.add_argument("--index-dir", help="bm25 index (built if missing; default: beside --out)")
+    parser.add_argument("--out", required=True, help="filtered verl parquet to write")
+    parser.add_argument("--samples", type=int, default=4, help="rollouts per question (default %(default)s)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="as RL's rollout (default %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    parser.add_argument("--low", type=float, default=0.0, help="keep pass rate > LOW (default %(default)s)")
+    parser.add_argument("--high", type=float, default=1.0, help="keep pass rate < HIGH (default %(default)s)")
+    parser.add_argument("--response-length", type=int, default=512, help="as data.max_response_length")
+    parser.add_argument("--preset", default="search_r1", help="tag protocol (default %(default)s)")
+    args = parser.parse_args(argv)
+    if args.samples < 2:
+        parser.error("--samples must be >= 2 (one sample cannot tell a mixed question)")
+
+    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
+    from autocoa_verl.data.qa_files import read_qa_jsonl, write_verl_parquet
+    from retriever_server.serve import serve_bm25
+
+    rows = read_qa_jsonl(args.questions)[: args.limit]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    index_dir = Path(args.index_dir) if args.index_dir else out.parent / "bm25-index"
+    with serve_bm25(args.corpus, index_dir) as url:
+        config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={args.response_length}",
+                                    f"coa.retriever.url={url}", f"coa.preset={args.preset}"])
+        server = LocalVLLMServer(args.model, max_model_len=2048)
+        try:
+            rates = pass_rates(StandaloneRollout(config, server), rows, args.samples,
+                               {"temperature": args.temperature, "top_p": 1.0, "top_k": -1, "logprobs": False})
+        finally:
+            server.shutdown()
+    keep = set(select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items()}, args.low, args.high))
+    rates_path = out.with_suffix(".pass_rates.jsonl")
+    rates_path.write_text("".join(json.dumps({"id": k, **v}) + "\n" for k, v in rates.items()))
+    kept = [row for row in rows if str(row["id"]) in keep]
+    if not kept:
+        raise SystemExit(f"no question has {args.low} < pass rate < {args.high} (see {rates_path}): the policy "
+                         "solves all or none; train more SFT, or sample more")
+    write_verl_parquet(kept, out, data_source="toy_world", split="train", preset=args.preset)
+    mean = statistics.fmean(v["pass_rate"] for v in rates.values())
+    print(f"{len(rows)} questions, mean pass rate {mean:.3f}; kept {len(kept)} with {args.low} < pass rate < "
+          f"{args.high} -> {out} (rates: {rates_path})")
+
+
+if __name__ == "__main__":
+    main()

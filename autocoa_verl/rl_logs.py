@@ -1,0 +1,47 @@
+"""What an RL run leaves behind, read back: verl's console step metrics and its rollout dump
+(``trainer.rollout_data_dir``), for the demo, the benchmarks and the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+
+def parse_step_metrics(log: str) -> dict[int, dict[str, float]]:
+    """Per-step metrics from verl's console logger (one ``step:N - key:value - ...`` line per step; a step printed
+    twice keeps its last line).
+
+    >>> parse_step_metrics("step:3 - critic/score/mean:0.5 - timing_s/gen:np.float64(2.5) - x:np.int64(4)")
+    {3: {'critic/score/mean': 0.5, 'timing_s/gen': 2.5, 'x': 4.0}}
+    """
+    steps = {}
+    for step, line in re.findall(r"step:(\d+) - (.*)", log):
+        pairs = re.findall(r"([\w/@.-]+?):(?:np\.\w+\()?(-?[0-9][0-9.e+-]*|nan)", line)
+        steps[int(step)] = {key.strip(" -"): float(value) for key, value in pairs}
+    return steps
+
+
+def rollout_groups(dump_dir: str | Path) -> dict[int, list[list[float]]]:
+    """Per training step, the GRPO groups' rewards from verl's rollout dump (``trainer.rollout_data_dir``: one
+    ``<step>.jsonl`` per step, a line per sample with ``input``, ``score`` and ``step``); a group is the samples of
+    one prompt.
+
+    Raises:
+        FileNotFoundError: ``dump_dir`` holds no step files.
+    """
+    files = sorted(Path(dump_dir).glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"{dump_dir}: no rollout dump (<step>.jsonl); set trainer.rollout_data_dir")
+    steps: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for path in files:
+        for line_no, line in enumerate(open(path, encoding="utf-8"), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                    steps[int(row["step"])][row["input"]].append(float(row["score"]))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                    raise ValueError(f"{path}:{line_no}: not a rollout-dump line ({error})") from None
+    return {step: list(groups.values()) for step, groups in sorted(steps.items())}

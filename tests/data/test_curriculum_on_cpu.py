@@ -1,0 +1,58 @@
+"""The RL curriculum: which questions are kept, from hand-made pass rates and from a scripted policy."""
+
+import asyncio
+import itertools
+
+import pytest
+from verl.workers.rollout.replica import TokenOutput
+
+from autocoa_verl.data.curriculum import pass_rates, select_by_pass_rate, zero_variance_share
+
+
+def test_keeps_only_questions_the_policy_sometimes_solves():
+    rates = {"never": 0.0, "rare": 0.125, "half": 0.5, "often": 0.875, "always": 1.0}
+    assert select_by_pass_rate(rates) == ["rare", "half", "often"]
+    assert select_by_pass_rate(rates, low=0.2, high=0.9) == ["half", "often"]
+    assert select_by_pass_rate({"a": 0.2}, low=0.2) == []  # the bounds are strict
+    with pytest.raises(ValueError, match="low < high"):
+        select_by_pass_rate(rates, low=0.5, high=0.5)
+
+
+def test_zero_variance_share_counts_groups_with_equal_rewards():
+    assert zero_variance_share([[0.0] * 4, [1.0] * 4]) == 1.0
+    assert zero_variance_share([[0.0, 1.0, 0.0, 0.0], [1.0] * 4]) == 0.5
+    with pytest.raises(ValueError):
+        zero_variance_share([])
+
+
+class AlternatingPolicy:
+    """A fake model: per question, answers right on every other sample for 'mixed' questions, always for 'easy'
+    ones, never for 'hard' ones."""
+
+    def __init__(self, tokenizer, answers):
+        self.tokenizer, self.answers, self.count = tokenizer, answers, itertools.count()
+
+    def run(self, coroutine):
+        return asyncio.run(coroutine)
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **_):
+        prompt = self.tokenizer.decode(prompt_ids)
+        kind, right = next((k, a) for k, a in self.answers.items() if k in prompt)
+        good = kind == "easy" or (kind == "mixed" and next(self.count) % 2 == 0)
+        text = f"<answer>{right if good else 'Nobody'}</answer>"
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return TokenOutput(token_ids=ids, log_probs=None, stop_reason="completed")
+
+
+def test_pass_rates_score_rollouts_with_the_training_reward(tiny_tokenizer):
+    from autocoa_verl.agent.standalone import StandaloneRollout, compose_rl_config
+
+    rows = [{"id": k, "question": f"Who is {k}?", "golden_answers": [a]}
+            for k, a in {"easy": "Arlo", "mixed": "Mira", "hard": "Quessly"}.items()]
+    policy = AlternatingPolicy(tiny_tokenizer, {r["id"]: r["golden_answers"][0] for r in rows})
+    rollout = StandaloneRollout(compose_rl_config([]), policy, tokenizer=tiny_tokenizer, hf_model_type="qwen2")
+    rates = pass_rates(rollout, rows, samples=4, sampling={"temperature": 1.0, "logprobs": False}, batch_size=5,
+                       progress=False)
+    assert {k: v["pass_rate"] for k, v in rates.items()} == {"easy": 1.0, "mixed": 0.5, "hard": 0.0}
+    assert all(len(v["rewards"]) == 4 for v in rates.values())
+    assert select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items()}) == ["mixed"]
