@@ -1,0 +1,381 @@
+"""Does the pipeline teach? SFT and RL on the toy world, measured on held-out questions with the training scorer.
+
+Stages (each resumable: a finished stage's outputs are reused on a re-run with the same ``--out``):
+1. data: toy world, SmolLM2, bm25 index, oracle trajectories and pairs (observations: the retriever's top-3).
+2. SFT-2 from the base model, a checkpoint every ``--save-every`` steps; the agent's EM on the *dev* split at each
+   checkpoint gives the SFT curve, and the budget is chosen from it (best dev EM, fewest steps on a tie).
+3. SFT-3 (world model) from the chosen SFT-2; optionally SFT-1 and SFT-1+2 (``--sft12-steps``).
+4. RL curriculum: the SFT-3 model's pass rate on training questions; keep 0 < pass < 1.
+5. GRPO from SFT-3 twice, same questions and settings: all-real observations, and 5:1 simulated:real.
+6. Test split (all questions, greedy): the base model with direct / CoT / RAG / ReAct zero- and few-shot, and the
+   agent on every model.
+
+Run: ``make bench-learning`` or ``python benchmarks/learning_bench.py --out build/bench/learning [--quick] [--help]``.
+Writes ``report.json``, ``report.md`` and ``curves.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BASELINES = ["direct", "cot", "rag", "react", "react_fewshot"]
+# model key (a Hydra-safe name for evaluation) -> the report's row name
+NAMES = {"base": "base (agent)", "sft2": "SFT-2", "sft1_2": "SFT-1+2", "sft2_3": "SFT-2+3", "sft1_2_3": "SFT-1+2+3",
+         "rl_real": "RL all-real", "rl_mixed": "RL 5:1"}
+REPORT_KEYS = ("rows", "best_sft_em", "rl_all_real_em", "rl_mixed_em", "rl_start_em", "rl_reward_first5",
+               "rl_reward_last5", "mixed_real_calls", "all_real_calls", "react_fewshot_em", "wall_s", "commit")
+
+
+def choose_budget(curve: dict[int, float]) -> int:
+    """The SFT step count with the best dev EM; the fewest steps on a tie.
+
+    >>> choose_budget({30: 0.5, 60: 0.62, 90: 0.62, 120: 0.6})
+    60
+    """
+    if not curve:
+        raise ValueError("choose_budget: no checkpoints evaluated")
+    best = max(curve.values())
+    return min(step for step, em in curve.items() if em == best)
+
+
+def reward_windows(rewards: list[float], window: int = 5) -> tuple[float, float]:
+    """Mean training reward over the first and the last ``window`` steps (fewer steps: all of them).
+
+    >>> reward_windows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    (0.3, 0.5)
+    """
+    if not rewards:
+        raise ValueError("reward_windows: no steps")
+    first, last = rewards[:window], rewards[-window:]
+    return sum(first) / len(first), sum(last) / len(last)
+
+
+def report_row(name: str, summary: dict, real_calls: int | None = None) -> dict:
+    """One row of the report from an evaluation summary (``autocoa_verl.eval.harness.summarize``)."""
+    return {"name": name, "em": summary["em"], "f1": summary["f1"],
+            "em_by_hops": {k: v["em"] for k, v in summary.get("em_by_hops", {}).items()},
+            "when_to_act": summary.get("when_to_act"), "searches_per_q": summary["searches"],
+            "real_calls": real_calls}
+
+
+class Bench:
+    """The stages, with their outputs under ``out`` and a log per subprocess."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.out = args, Path(args.out).resolve()
+        self.toy, self.base = Path(args.toy).resolve(), Path(args.model).resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "logs").mkdir(exist_ok=True)
+        self.url = ""
+
+    # --- running ---------------------------------------------------------------------------------------------
+    def call(self, name: str, cmd: list[str]) -> str:
+        """Runs one stage's command; its wall time is added to ``timings.json`` (kept across resumed runs)."""
+        log_path = self.out / "logs" / f"{name}.log"
+        print(f"[{name}] running ({log_path})", flush=True)
+        start = time.perf_counter()
+        with open(log_path, "w") as log:
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   env={**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")
+                                        if self.args.device == "gpu" else ""})
+        if code:
+            tail = "".join(open(log_path).readlines()[-20:])
+            raise SystemExit(f"[{name}] failed (exit {code}); end of {log_path}:\n{tail}")
+        wall = time.perf_counter() - start
+        timings_path = self.out / "timings.json"
+        timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+        timings[name] = timings.get(name, 0.0) + wall
+        timings_path.write_text(json.dumps(timings, indent=2))
+        print(f"[{name}] done in {wall:.0f} s", flush=True)
+        return log_path.read_text()
+
+    def data(self) -> None:
+        from autocoa_verl.data.toy_world import ToyWorldConfig, build_toy_world
+
+        if not (self.toy / "manifest.json").is_file():
+            build_toy_world(ToyWorldConfig(), self.toy, progress=False)
+        if not (self.base / "config.json").is_file():
+            from autocoa_verl.models.smollm2 import materialize_smollm2
+
+            materialize_smollm2(self.base)
+        self.trajectories, self.pairs = self.out / "sft" / "trajectories.parquet", self.out / "sft" / "pairs.parquet"
+        if not self.pairs.is_file():
+            self.call("oracle", [sys.executable, "-m", "autocoa_verl.data.oracle", str(self.toy / "train.jsonl"),
+                                 str(self.toy / "corpus.jsonl"), str(self.trajectories), "--pairs", str(self.pairs),
+                                 "--tokenizer", str(self.base), "--index-dir", str(self.out / "bm25-index")])
+
+    def sft(self, name: str, stage: int, start: Path, steps: int, save_every: int | None = None) -> Path:
+        """One SFT stage (``recipes/sft.py``, as ``make sft-stage*``); returns the last step's HF export."""
+        ckpt = self.out / "checkpoints" / name
+        final = ckpt / f"global_step_{steps}" / "huggingface"
+        if (final / "config.json").is_file():
+            return final
+        a = self.args
+        device = ["+platform=sft_cpu"] if a.device == "cpu" else []
+        self.call(name, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                         str(ROOT / "recipes" / "sft.py"), "--config-name", f"sft_stage{stage}", *device,
+                         f"data.train_files={self.pairs if stage == 1 else self.trajectories}",
+                         f"data.train_batch_size={a.batch}", f"data.micro_batch_size_per_gpu={a.batch}",
+                         "data.max_length=1024", f"model.path={start}", f"trainer.total_training_steps={steps}",
+                         f"trainer.save_freq={save_every or steps}", f"optim.lr={a.lr}", "optim.lr_warmup_steps=5",
+                         f"trainer.default_local_dir={ckpt}", "trainer.resume_mode=auto",
+                         f"hydra.run.dir={self.out / 'hydra' / name}"])
+        return final
+
+    def evaluate(self, name: str, models: dict[str, Path], split: str, limit: int | None,
+                 methods: list[str] = ("agent",), baseline_model: str | None = None) -> dict[str, dict]:
+        """``recipes/evaluate.py`` (resumable) on one split; returns the summary by row label."""
+        out = self.out / "eval" / name
+        spec = "{" + ", ".join(f"{k}: {v}" for k, v in models.items()) + "}"
+        self.call(f"eval-{name}", [
+            sys.executable, str(ROOT / "recipes" / "evaluate.py"), "~models", f"+models={spec}",
+            f"methods=[{','.join(methods)}]", f"baseline_model={baseline_model or next(iter(models))}",
+            f"datasets.toy={self.toy / f'{split}.jsonl'}", f"limit={limit if limit else 'null'}",
+            f"retriever_url={self.url}", f"react_exemplars={self.toy / 'train.jsonl'}",
+            f"max_tokens={self.args.response_length}", f"out_dir={out}", f"hydra.run.dir={self.out / 'hydra' / name}"])
+        return json.loads((out / "summary.json").read_text())["toy"]
+
+    def curriculum(self, model: Path) -> Path:
+        path = self.out / "rl" / "curriculum.parquet"
+        if not path.is_file():
+            a = self.args
+            self.call("curriculum", [sys.executable, "-m", "autocoa_verl.data.curriculum", "--model", str(model),
+                                     "--questions", str(self.toy / "train.jsonl"), "--corpus",
+                                     str(self.toy / "corpus.jsonl"), "--index-dir", str(self.out / "bm25-index"),
+                                     "--out", str(path), "--samples", str(a.curriculum_samples), "--limit",
+                                     str(a.curriculum_questions), "--temperature", str(a.rl_temperature),
+                                     "--response-length", str(a.response_length)])
+        return path
+
+    def rl(self, name: str, config: str, model: Path, data: Path) -> tuple[dict[int, dict[str, float]], Path]:
+        """GRPO (``recipes/rl.py``, as ``make rl``); returns the step metrics and the last HF export."""
+        from autocoa_verl.rl_logs import parse_step_metrics
+
+        a = self.args
+        ckpt = self.out / "checkpoints" / name
+        final = ckpt / f"global_step_{a.rl_steps}" / "actor" / "huggingface"
+        log_path = self.out / "logs" / f"{name}.log"
+        if (final / "config.json").is_file():
+            return parse_step_metrics(log_path.read_text()), final
+        device = ["+platform=rl_cpu"] if a.device == "cpu" else ["trainer.n_gpus_per_node=1"]
+        self.call(name, [
+            sys.executable, str(ROOT / "recipes" / "rl.py"), "--config-name", config, *device,
+            f"actor_rollout_ref.model.path={model}", f"data.train_files={data}",
+            f"data.val_files={self.toy / 'dev.parquet'}", f"coa.retriever.url={self.url}",
+            f"data.train_batch_size={a.rl_questions}", f"actor_rollout_ref.rollout.n={a.rl_n}",
+            f"actor_rollout_ref.rollout.temperature={a.rl_temperature}",
+            f"actor_rollout_ref.actor.ppo_mini_batch_size={a.rl_questions}",
+            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={a.rl_micro_batch}",
+            f"data.max_response_length={a.response_length}", f"actor_rollout_ref.actor.optim.lr={a.rl_lr}",
+            "algorithm.rollout_correction.bypass_mode=true", "actor_rollout_ref.rollout.calculate_log_probs=true",
+            f"trainer.total_training_steps={a.rl_steps}", f"trainer.save_freq={a.rl_steps}", "trainer.test_freq=-1",
+            "trainer.resume_mode=auto", f"trainer.default_local_dir={ckpt}",
+            f"trainer.rollout_data_dir={self.out / 'rl' / name / 'rollouts'}",
+            f"hydra.run.dir={self.out / 'hydra' / name}", *a.rl_arg])
+        return parse_step_metrics(log_path.read_text()), final
+
+
+def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, Any]:
+    """Per-step reward, real/simulated observations, zero-variance group share, step time."""
+    from autocoa_verl.data.curriculum import zero_variance_share
+    from autocoa_verl.rl_logs import rollout_groups
+
+    groups = rollout_groups(dump_dir) if dump_dir.is_dir() else {}
+    ordered = sorted(steps)
+    reward = [steps[s]["critic/score/mean"] for s in ordered]
+    first5, last5 = reward_windows(reward)
+    return {"steps": ordered, "reward": reward, "reward_first5": first5, "reward_last5": last5,
+            "real_calls": int(sum(steps[s].get("timing_s/coa/obs_real/total", 0) for s in ordered)),
+            "simulated_observations": int(sum(steps[s].get("timing_s/coa/obs_simulated/total", 0) for s in ordered)),
+            "zero_variance_share": [zero_variance_share(groups[s]) if s in groups else None for s in ordered],
+            "step_s": [steps[s].get("timing_s/step") for s in ordered]}
+
+
+def markdown(report: dict) -> str:
+    a = report["settings"]
+    lines = ["# Learning on the toy world (SmolLM2-135M, CPU)", "",
+             f"Commit `{report['commit']}`; command: `{report['command']}`; wall time {report['wall_s']:.0f} s "
+             "(sum of the stages' subprocesses, over resumed runs; per stage in report.json).",
+             f"Held-out test split: {report['test_questions']} questions, greedy, bm25 top-3, the training scorer.",
+             f"SFT: batch {a['batch']}, lr {a['lr']}; SFT-2 budget chosen on the dev split ({a['dev_questions']} "
+             f"questions): {report['sft2_budget']} steps. RL: {a['rl_steps']} GRPO steps of {a['rl_questions']} "
+             f"questions x {a['rl_n']} samples, lr {a['rl_lr']}, temperature {a['rl_temperature']}, on "
+             f"{report['rl_questions_kept']} curriculum questions.", "",
+             "| model / method | EM | F1 | EM 0-hop | 1-hop | 2-hop | 3-hop | when-to-act | searches / q | real calls in RL |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in report["rows"]:
+        hops = [fmt(r["em_by_hops"].get(str(h))) for h in range(4)]
+        calls = "—" if r["real_calls"] is None else str(r["real_calls"])
+        lines.append(f"| {r['name']} | {r['em']:.3f} | {r['f1']:.3f} | " + " | ".join(hops) +
+                     f" | {fmt(r['when_to_act'])} | {r['searches_per_q']:.2f} | {calls} |")
+    lines += ["", "SFT-2 curve (dev EM by steps): " + ", ".join(f"{k}: {v:.3f}" for k, v in
+                                                                 sorted(report["sft_curve"].items(),
+                                                                        key=lambda kv: int(kv[0])))]
+    for name, rl in report["rl"].items():
+        lines += ["", f"{name}: reward per step " + ", ".join(f"{x:.3f}" for x in rl["reward"]) +
+                  f"; first-5 mean {rl['reward_first5']:.3f}, last-5 mean {rl['reward_last5']:.3f}; zero-variance "
+                  "group share per step " + ", ".join("—" if z is None else f"{z:.2f}"
+                                                      for z in rl["zero_variance_share"]) +
+                  f"; real retriever calls {rl['real_calls']}, simulated observations {rl['simulated_observations']}"]
+    lines += ["", "## Targets", ""] + [f"- {t}" for t in report["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def targets(report: dict) -> list[str]:
+    """The issue's targets, each with the measured value and met / not met."""
+    rows = {r["name"]: r for r in report["rows"]}
+    best = rows[report["best_sft_name"]]
+    hops = best["em_by_hops"]
+    check = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    out = [f"best SFT EM >= 0.60: {best['em']:.3f} ({check(best['em'] >= 0.60)}); 1-hop >= 0.90: "
+           f"{hops.get('1', 0):.3f}; 2-hop >= 0.60: {hops.get('2', 0):.3f}; 3-hop >= 0.30: {hops.get('3', 0):.3f}; "
+           f"when-to-act >= 0.95: {best['when_to_act']:.3f}"]
+    if report.get("rl_all_real_em") is not None:
+        gain = report["rl_all_real_em"] - report["rl_start_em"]
+        out.append(f"RL all-real >= +0.05 EM over its start: {gain:+.3f} ({check(gain >= 0.05)})")
+        rl = report["rl"]["RL all-real"]
+        out.append(f"RL reward last-5 >= first-5 + 0.10: {rl['reward_last5']:.3f} vs {rl['reward_first5']:.3f} "
+                   f"({check(rl['reward_last5'] >= rl['reward_first5'] + 0.10)})")
+    if report.get("rl_mixed_em") is not None and report.get("rl_all_real_em") is not None:
+        gap = report["rl_all_real_em"] - report["rl_mixed_em"]
+        saved = 1 - report["mixed_real_calls"] / max(1, report["all_real_calls"])
+        out.append(f"5:1 within 0.03 EM of all-real: gap {gap:+.3f}; >= 80% fewer real calls: {saved:.0%} "
+                   f"({check(gap <= 0.03 and saved >= 0.8)})")
+    agent = max(r["em"] for r in report["rows"] if r["name"].startswith(("SFT", "RL")))
+    margin = agent - report["react_fewshot_em"]
+    out.append(f"agent beats few-shot ReAct by >= 0.20 EM: {margin:+.3f} ({check(margin >= 0.20)})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="build/bench/learning", help="report and work directory")
+    parser.add_argument("--toy", default="build/toy", help="toy world directory (built if missing)")
+    parser.add_argument("--model", default="build/models/smollm2-135m", help="base model (materialised if missing)")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps and questions per stage")
+    parser.add_argument("--batch", type=int, default=8, help="SFT sequences (stage 1: pairs) per step")
+    parser.add_argument("--lr", type=float, default=1e-4, help="SFT learning rate")
+    parser.add_argument("--sft2-steps", type=int, default=120, help="SFT-2 steps (the curve's last point)")
+    parser.add_argument("--save-every", type=int, default=30, help="SFT-2 checkpoint (curve point) interval")
+    parser.add_argument("--sft3-steps", type=int, default=20)
+    parser.add_argument("--sft1-steps", type=int, default=20)
+    parser.add_argument("--sft12-steps", type=int, default=0,
+                        help="SFT-2 steps after SFT-1 for the SFT-1+2 rows (0: skip them)")
+    parser.add_argument("--dev-questions", type=int, default=100)
+    parser.add_argument("--test-questions", type=int, default=None, help="default: the whole test split")
+    parser.add_argument("--response-length", type=int, default=512)
+    parser.add_argument("--curriculum-questions", type=int, default=128)
+    parser.add_argument("--curriculum-samples", type=int, default=4)
+    parser.add_argument("--rl-steps", type=int, default=8)
+    parser.add_argument("--rl-questions", type=int, default=4, help="questions per GRPO step")
+    parser.add_argument("--rl-n", type=int, default=8, help="samples per question (the GRPO group)")
+    parser.add_argument("--rl-micro-batch", type=int, default=8)
+    parser.add_argument("--rl-lr", type=float, default=1e-5)
+    parser.add_argument("--rl-temperature", type=float, default=1.0)
+    parser.add_argument("--rl-arg", action="append", default=[], help="extra Hydra override for both RL runs")
+    parser.add_argument("--stop-after", choices=["sft", "rl-real"],
+                        help="skip the stages after this one (the test evaluation still runs; re-run to resume)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sft2_steps, args.save_every, args.sft3_steps, args.sft1_steps = 2, 1, 1, 1
+        args.dev_questions, args.test_questions, args.curriculum_questions = 8, 8, 8
+        args.rl_steps, args.rl_questions, args.rl_n = 1, 2, 4
+        args.sft12_steps = min(args.sft12_steps, 1)
+    from retriever_server.serve import serve_bm25
+
+    bench = Bench(args)
+    bench.data()
+    with serve_bm25(bench.toy / "corpus.jsonl", bench.out / "bm25-index") as url:
+        bench.url = url
+        sft2_final = bench.sft("SFT-2", 2, bench.base, args.sft2_steps, args.save_every)
+        points = {s: bench.out / "checkpoints" / "SFT-2" / f"global_step_{s}" / "huggingface"
+                  for s in range(args.save_every, args.sft2_steps + 1, args.save_every)}
+        points[args.sft2_steps] = sft2_final
+        dev = bench.evaluate("dev-sft2", {f"step{s}": p for s, p in points.items()}, "dev", args.dev_questions)
+        curve = {s: dev[f"agent (step{s})"]["em"] for s in points}
+        budget = choose_budget(curve)
+        models = {"base": bench.base, "sft2": points[budget]}
+        models["sft2_3"] = bench.sft("SFT-2+3", 3, points[budget], args.sft3_steps)
+        if args.sft12_steps:
+            sft1 = bench.sft("SFT-1", 1, bench.base, args.sft1_steps)
+            models["sft1_2"] = bench.sft("SFT-1+2", 2, sft1, args.sft12_steps)
+            models["sft1_2_3"] = bench.sft("SFT-1+2+3", 3, models["sft1_2"], args.sft3_steps)
+        rl_start = "sft2_3"
+        rl_runs: dict[str, dict] = {}
+        if args.stop_after != "sft":
+            data = bench.curriculum(models[rl_start])
+            for key, config in (("rl_real", "rl_stage2"), ("rl_mixed", "rl_mixed")):
+                steps, models[key] = bench.rl(key, config, models[rl_start], data)
+                rl_runs[NAMES[key]] = rl_summary(steps, bench.out / "rl" / key / "rollouts")
+                if args.stop_after == "rl-real":
+                    break
+        test = bench.evaluate("test", models, "test", args.test_questions, BASELINES + ["agent"], "base")
+    import pyarrow.parquet as pq
+
+    rows = [report_row(m, test[m]) for m in BASELINES]
+    rows += [report_row(NAMES[key], test[f"agent ({key})"], rl_runs.get(NAMES[key], {}).get("real_calls"))
+             for key in models]
+    em = {r["name"]: r["em"] for r in rows}
+    best_sft = max((n for n in em if n.startswith("SFT")), key=lambda n: em[n])
+    report = {
+        "rows": rows, "best_sft_name": best_sft, "best_sft_em": em[best_sft], "rl_start": NAMES[rl_start],
+        "rl_start_em": em[NAMES[rl_start]], "rl_all_real_em": em.get("RL all-real"), "rl_mixed_em": em.get("RL 5:1"),
+        "rl_reward_first5": rl_runs.get("RL all-real", {}).get("reward_first5"),
+        "rl_reward_last5": rl_runs.get("RL all-real", {}).get("reward_last5"),
+        "all_real_calls": rl_runs.get("RL all-real", {}).get("real_calls"),
+        "mixed_real_calls": rl_runs.get("RL 5:1", {}).get("real_calls"),
+        "react_fewshot_em": em["react_fewshot"], "sft_curve": {str(k): v for k, v in curve.items()},
+        "sft2_budget": budget, "rl": rl_runs, "test_questions": test["direct"]["questions"],
+        "rl_questions_kept": pq.read_metadata(bench.out / "rl" / "curriculum.parquet").num_rows if rl_runs else 0,
+        "settings": dict(vars(args)),
+        "wall_s": sum(json.loads((bench.out / "timings.json").read_text()).values()),
+        "stage_wall_s": json.loads((bench.out / "timings.json").read_text()),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=ROOT).stdout.strip(),
+        "command": "python benchmarks/learning_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    report["targets"] = targets(report)
+    (bench.out / "report.json").write_text(json.dumps(report, indent=2))
+    (bench.out / "report.md").write_text(markdown(report))
+    plot(report, bench.out / "curves.png")
+    print(markdown(report))
+
+
+def plot(report: dict, path: Path) -> None:
+    """RL training reward per step for each schedule, dev EM against SFT-2 steps, test EM per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, rl in report["rl"].items():
+        axes[0].plot(rl["steps"], rl["reward"], marker="o", label=name)
+    axes[0].set_xlabel("GRPO step"), axes[0].set_ylabel("mean training reward (EM)"), axes[0].legend()
+    axes[0].set_title("RL training reward")
+    curve = sorted((int(k), v) for k, v in report["sft_curve"].items())
+    axes[1].plot([c[0] for c in curve], [c[1] for c in curve], marker="o")
+    axes[1].set_xlabel("SFT-2 steps"), axes[1].set_ylabel("dev EM (agent)"), axes[1].set_ylim(0, 1)
+    axes[1].set_title("SFT-2 curve (dev split)")
+    names = [r["name"] for r in report["rows"]]
+    axes[2].barh(names, [r["em"] for r in report["rows"]])
+    axes[2].set_xlim(0, 1), axes[2].set_xlabel("test EM"), axes[2].set_title("held-out test EM per stage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The learning benchmark's pieces (its whole run takes hours: benchmarks/learning_bench.py --quick is the smoke)."""
+
+import json
+import subprocess
+import sys
+
+from benchmarks.learning_bench import REPORT_KEYS, choose_budget, markdown, report_row, reward_windows, targets
+
+
+def _summary(em, hops=None):
+    return {"em": em, "f1": em, "searches": 1.0, "when_to_act": 0.9,
+            "em_by_hops": {str(h): {"questions": 1, "em": v} for h, v in (hops or {}).items()}}
+
+
+def test_budget_is_the_best_dev_em_with_the_fewest_steps():
+    assert choose_budget({30: 0.4, 60: 0.7, 90: 0.7, 120: 0.65}) == 60
+    assert choose_budget({30: 0.7, 60: 0.5}) == 30
+
+
+def test_reward_windows_average_the_first_and_last_steps():
+    assert reward_windows([0.0, 1.0]) == (0.5, 0.5)
+    assert reward_windows([0.0] * 5 + [1.0] * 5) == (0.0, 1.0)
+
+
+def test_report_carries_every_key_and_checks_the_targets():
+    rows = [report_row("react_fewshot", _summary(0.1)), report_row("SFT-2", _summary(0.62, {1: 0.95, 2: 0.6, 3: 0.3})),
+            report_row("SFT-2+3", _summary(0.6)), report_row("RL all-real", _summary(0.7), 400),
+            report_row("RL 5:1", _summary(0.68), 60)]
+    rl = {"steps": [1, 2], "reward": [0.2, 0.4], "reward_first5": 0.2, "reward_last5": 0.4, "real_calls": 400,
+          "simulated_observations": 0, "zero_variance_share": [0.5, None], "step_s": [1.0, 1.0]}
+    report = {"rows": rows, "best_sft_name": "SFT-2", "best_sft_em": 0.62, "rl_start": "SFT-2+3", "rl_start_em": 0.6,
+              "rl_all_real_em": 0.7, "rl_mixed_em": 0.68, "rl_reward_first5": 0.2, "rl_reward_last5": 0.4,
+              "all_real_calls": 400, "mixed_real_calls": 60, "react_fewshot_em": 0.1, "sft_curve": {"30": 0.62},
+              "sft2_budget": 30, "rl": {"RL all-real": rl, "RL 5:1": rl}, "test_questions": 200,
+              "rl_questions_kept": 40, "settings": {"batch": 8, "lr": 1e-4, "dev_questions": 100, "rl_steps": 2,
+                                                    "rl_questions": 4, "rl_n": 8, "rl_lr": 1e-5,
+                                                    "rl_temperature": 1.0},
+              "wall_s": 10.0, "commit": "abc", "command": "python benchmarks/learning_bench.py"}
+    assert set(REPORT_KEYS) <= set(report)
+    report["targets"] = targets(report)
+    text = "\n".join(report["targets"])
+    assert "best SFT EM >= 0.60: 0.620 (met)" in text
+    assert "RL all-real >= +0.05 EM over its start: +0.100 (met)" in text
+    assert "RL reward last-5 >= first-5 + 0.10: 0.400 vs 0.200 (met)" in text
+    assert "gap +0.020; >= 80% fewer real calls: 85% (met)" in text
+    assert "few-shot ReAct by >= 0.20 EM: +0.600 (met)" in text
+    md = markdown(report)
+    assert "| SFT-2 | 0.620 | 0.620 | — | 0.950 | 0.600 | 0.300 | 0.900 | 1.00 | — |" in md
+    assert "| RL all-real | 0.700 |" in md and "zero-variance group share per step 0.50, —" in md
+    json.dumps(report)  # the report is plain JSON
+
+
+def test_help_runs():
+    out = subprocess.run([sys.executable, "benchmarks/learning_bench.py", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--quick" in out.stdout
