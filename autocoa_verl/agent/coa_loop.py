@@ -125,7 +125,8 @@ class CoAAgentLoop(AgentLoopBase):
             if action.kind == "search":
                 await self._observe(trajectory, observer, action.content, prompt_ids, request_id, sampling_params)
             else:  # a retryable malformed search: say what was wrong, masked like any observation
-                trajectory.add_env(self.tokenizer.encode(self._invalid_block(action.reason), add_special_tokens=False))
+                self._append_env(trajectory, self.tokenizer.encode(self._invalid_block(action.reason),
+                                                                   add_special_tokens=False))
         if trajectory.outcome == "env_failure":
             trajectory.response_mask = [0] * len(trajectory.response_mask)
         trajectory.metrics["length_limited"] = int(trajectory.outcome == "length")
@@ -179,8 +180,14 @@ class CoAAgentLoop(AgentLoopBase):
         trajectory.sources.append(observation.source)
         trajectory.metrics[f"obs_{observation.source}"] += 1
         trajectory.metrics["truncated_observations"] += observation.truncated
-        trajectory.add_env(observation.token_ids[:remaining])
-        if len(observation.token_ids) > remaining:
+        self._append_env(trajectory, observation.token_ids)
+
+    def _append_env(self, trajectory: Trajectory, token_ids: list[int]) -> None:
+        """The one way an environment block enters the response: cut to the tokens left of ``response_length``
+        (verl pads but never truncates), ending the sample with the ``length`` outcome when it is cut."""
+        remaining = self.response_length - len(trajectory.response_ids)
+        trajectory.add_env(token_ids[: max(0, remaining)])
+        if len(token_ids) > remaining:
             trajectory.outcome = "length"
 
     def _invalid_block(self, reason: str) -> str:

@@ -216,3 +216,42 @@ def test_a_forced_assistant_prefix_is_prompt_and_completes_with_the_first_turn(t
     assert output.response_mask == [1] * len(output.response_ids)
     with pytest.raises(ValueError, match="must not hold a complete action"):
         run_loop(tiny_tokenizer, [], assistant_prefix="<answer>x</answer>")
+
+
+def test_no_script_of_model_turns_returns_more_than_the_response_length(tiny_tokenizer, bm25_server):
+    """Property over many random scripts: every environment block (real observations, 'Invalid search' notes) is
+    cut to the budget left, so a response never exceeds ``response_length`` (verl pads but never truncates)."""
+    import random
+
+    from autocoa_verl.agent.standalone import build_agent_loop, compose_rl_config
+
+    moves = ["<search></search>", "<search> Arlo Venn birthplace </search>", "<search> <search> x </search>",
+             "<search> a very long query that goes past the limit </search>", "<think>let me think</think>",
+             "I ramble on and on without any tag at all"]
+    rng = random.Random(0)
+    configs = {n: compose_rl_config(real(bm25_server.url, f"actor_rollout_ref.rollout.response_length={n}",
+                                         "coa.max_query_chars=20")) for n in (16, 24, 40, 64, 96)}
+    params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True}
+    outcomes = set()
+    for _ in range(150):
+        limit = rng.choice(list(configs))
+        turns = [rng.choice(moves) for _ in range(rng.randint(0, 5))] + ["<answer>Quessly</answer>"]
+        server = ScriptedServer(tiny_tokenizer, turns)
+
+        async def go():
+            loop = build_agent_loop(configs[limit], server, tiny_tokenizer, hf_model_type="qwen2")
+            return await loop.run(dict(params), raw_prompt=build_prompt(QUESTION))
+
+        output = asyncio.run(go())
+        n = len(output.response_ids)
+        assert n <= limit and len(output.response_mask) == n == len(output.response_logprobs), (turns, limit, n)
+        outcomes.add(output.extra_fields["coa_outcome"])
+    assert {"length", "answer"} <= outcomes  # the scripts reach the budget as well as the answer
+
+
+def test_an_invalid_search_note_near_the_end_is_cut_to_the_budget(tiny_tokenizer, bm25_server):
+    """The reported case: response_length=48, an empty search, then an answer returned 59 tokens."""
+    output, _ = run_loop(tiny_tokenizer, ["<search></search>"],
+                         real(bm25_server.url, "actor_rollout_ref.rollout.response_length=12"))
+    assert len(output.response_ids) == 12 and output.extra_fields["coa_outcome"] == "length"
+    assert output.response_mask[-1] == 0  # the cut block is the environment's
