@@ -84,7 +84,7 @@ def test_sft_stages_differ_only_where_the_method_says():
 
 def test_rl_base_uses_grpo_and_our_reward():
     config = _compose("rl_stage2", [])
-    assert config.algorithm.adv_estimator == "grpo"
+    assert config.algorithm.adv_estimator == "grpo_coa"
     assert config.reward.reward_manager.source == "importlib"
     assert config.reward.reward_manager.module.path == "pkg://autocoa_verl.reward.manager"
     assert config.reward.custom_reward_function.path == "pkg://autocoa_verl.reward.compute_score"

@@ -16,6 +16,8 @@ import ray
 from verl.experimental.agent_loop.agent_loop import AgentLoopManager, AgentLoopWorker
 from verl.protocol import DataProto
 
+import autocoa_verl.advantage  # noqa: F401  registers algorithm.adv_estimator=grpo_coa in the trainer process
+
 SUMMED = ("searches", "obs_real", "obs_simulated", "retriever_failures", "malformed", "truncated_observations",
           "tokens_past_action", "generated_tokens", "observation_tokens", "length_limited", "answered")
 
