@@ -14,10 +14,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from autocoa_verl.agent.schedule import ObservationSchedule
+from autocoa_verl.errors import ConfigError
 
 
-class RLConfigError(ValueError):
-    """A run that cannot start: names the config field and what is wrong with it."""
+class RLConfigError(ConfigError):
+    """An RL run that cannot start: names the config field and what is wrong with it."""
 
 
 def schedule_of(config: DictConfig) -> ObservationSchedule:

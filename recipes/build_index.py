@@ -5,10 +5,13 @@ Run: python recipes/build_index.py retriever=bm25|dense corpus_path=build/toy/co
 
 import hydra
 
+from autocoa_verl.errors import user_errors
+
 from retriever_server.serve import build_index
 
 
 @hydra.main(config_path="../hydra_configs", config_name="retriever_server", version_base=None)
+@user_errors
 def main(cfg) -> None:
     retriever = build_index(cfg.retriever, cfg.corpus_path, cfg.index_dir)
     print(f"{cfg.retriever.name} index of {len(retriever.corpus)} passages in {cfg.index_dir}")

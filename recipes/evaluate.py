@@ -6,10 +6,13 @@ Re-running with the same out_dir resumes; the report covers every record in it.
 """
 
 import hydra
+
+from autocoa_verl.errors import user_errors
 from omegaconf import DictConfig
 
 
 @hydra.main(config_path="../hydra_configs", config_name="eval", version_base=None)
+@user_errors
 def main(cfg: DictConfig) -> None:
     from autocoa_verl.eval.harness import markdown_report, run_evaluation
 

@@ -10,8 +10,11 @@ import os
 
 import hydra
 
+from autocoa_verl.errors import user_errors
+
 
 @hydra.main(config_path="../hydra_configs", config_name="rl_stage2", version_base=None)
+@user_errors
 def main(config) -> None:
     if config.trainer.device == "cpu":
         # must happen before verl is imported: verl resolves its platform once per process

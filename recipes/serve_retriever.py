@@ -7,10 +7,13 @@ running under server.app_name) and exits; the application stays up until `serve.
 
 import hydra
 
+from autocoa_verl.errors import user_errors
+
 from retriever_server.serve import serve_ray, serve_uvicorn
 
 
 @hydra.main(config_path="../hydra_configs", config_name="retriever_server", version_base=None)
+@user_errors
 def main(cfg) -> None:
     if cfg.server.detach and cfg.server.ray_address is None:
         raise ValueError("server.detach=true needs server.ray_address (a cluster to leave the application in)")

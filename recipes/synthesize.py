@@ -6,10 +6,13 @@ Re-running with the same out_dir resumes.
 """
 
 import hydra
+
+from autocoa_verl.errors import user_errors
 from omegaconf import DictConfig, OmegaConf
 
 
 @hydra.main(config_path="../hydra_configs", config_name="synthesis", version_base=None)
+@user_errors
 def main(cfg: DictConfig) -> None:
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
     from autocoa_verl.data.qa_files import read_qa_jsonl

@@ -18,6 +18,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from autocoa_verl.errors import user_errors
+
 REWARD_KEY = "score"
 
 
@@ -68,6 +70,7 @@ def pass_rates(rollout, rows: Sequence[dict], samples: int, sampling: dict[str, 
     return {key: {"pass_rate": statistics.fmean(values), "rewards": values} for key, values in rewards.items()}
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Keep the RL training questions the start policy sometimes "
                                                  "answers right and sometimes not (0 < pass rate < 1).")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autocoa_verl.data.sft_files import trajectory_row, write_sft_parquet
+from autocoa_verl.errors import user_errors
 from autocoa_verl.protocol import DEFAULT_PRESET, build_prompt, get_preset
 
 
@@ -175,6 +176,7 @@ def write_oracle_parquet(questions_path: str | Path, out_path: str | Path, obser
             "skipped": skipped}
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write oracle trajectories (SFT-2/3) and contrastive pairs (SFT-1) "
                                                  "for toy-world questions, with the observations a bm25 retriever "

@@ -21,6 +21,8 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from autocoa_verl.errors import user_errors
+
 _ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "h", "j", "k", "l", "m", "n", "p", "qu", "r", "s", "t", "th", "v", "z"]
 _VOWELS = ["a", "e", "i", "o", "u", "ae", "ei", "ou"]
 _CODAS = ["", "", "n", "r", "l", "s", "th", "x", "m", "nd", "ss", "rt"]
@@ -288,6 +290,7 @@ def build_toy_world(config: ToyWorldConfig, out_dir: str | Path, preset: str = "
     return manifest
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> None:
     defaults = ToyWorldConfig()
     parser = argparse.ArgumentParser(description="Build the embedded toy world: corpus, QA splits, verl parquet.")

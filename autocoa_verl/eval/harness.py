@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from autocoa_verl.data.qa_files import read_qa_jsonl
+from autocoa_verl.errors import ConfigError
 
 METRICS = ("em", "f1", "subem", "format_ok", "searches", "response_tokens", "wall_s")
 
@@ -186,9 +187,9 @@ def row_labels(models: dict[str, str], methods: Sequence[str], baseline_model: s
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"methods: unknown {unknown}; choose from {list(METHODS)}")
+        raise ConfigError(f"methods: unknown {unknown}; choose from {list(METHODS)}")
     if baseline_model not in models:
-        raise ValueError(f"baseline_model={baseline_model!r} is not one of models: {list(models)}")
+        raise ConfigError(f"baseline_model={baseline_model!r} is not one of models: {list(models)}")
     rows = []
     for name in models:
         for method in methods:
@@ -214,10 +215,10 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     out_dir = Path(cfg.out_dir)
     models = {str(k): str(v) for k, v in cfg.models.items()}
     if not models:
-        raise ValueError("models: name at least one model (models.NAME=/path/to/hf_dir)")
+        raise ConfigError("models: name at least one model (models.NAME=/path/to/hf_dir)")
     for name, path in models.items():
         if not (Path(path) / "config.json").is_file():
-            raise ValueError(f"models.{name}={path!r}: no Hugging Face model there (config.json)")
+            raise ConfigError(f"models.{name}={path!r}: no Hugging Face model there (config.json)")
     plan = row_labels(models, list(cfg.methods), cfg.baseline_model or next(iter(models)))
     datasets = {str(name): load_dataset(path, cfg.limit) for name, path in cfg.datasets.items()}
     if set(cfg.methods) & {"rag", "react", "react_fewshot", "agent"}:
@@ -229,7 +230,7 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
         exemplars = pick_exemplars(load_dataset(cfg.react_exemplars), cfg.react_exemplar_count)
         evaluated = {r["question"] for rows in datasets.values() for r in rows}
         if any(r["question"] in evaluated for r in exemplars):
-            raise ValueError(f"react_exemplars={cfg.react_exemplars!r}: an exemplar question is in an evaluated "
+            raise ConfigError(f"react_exemplars={cfg.react_exemplars!r}: an exemplar question is in an evaluated "
                              "dataset (give a training split)")
     files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl")
              for d in datasets for label, _, _ in plan}
