@@ -372,6 +372,15 @@ _INSTRUCTIONS = {
 }
 
 
+def preset_of_prompt(content: str) -> str | None:
+    """The preset whose instruction opens a user prompt built by :func:`build_prompt` (None: no known one).
+
+    >>> preset_of_prompt(build_prompt("Who founded Quessly?", "autocoa")[0]["content"])
+    'autocoa'
+    """
+    return next((name for name, text in _INSTRUCTIONS.items() if content.startswith(text)), None)
+
+
 def build_prompt(question: str, preset: str | TagPreset = DEFAULT_PRESET) -> list[dict[str, str]]:
     """The chat messages that ask ``question`` under ``preset``'s protocol (one user turn).
 

@@ -56,6 +56,29 @@ def check_retriever(url: str, timeout_s: float = 5.0, field: str = "coa.retrieve
             "address (RETRIEVER=http://host:port); RL stage 1 (rl_stage1) needs none.") from error
 
 
+def _paths(files) -> list[str]:
+    return [files] if isinstance(files, str) else list(files)
+
+
+def check_data_preset(path: str | Path, preset: str) -> None:
+    """Raises :class:`RLConfigError` if the first prompt of an RL parquet was written for another tag protocol than
+    ``preset`` (the reward and the loop follow ``coa.preset``; the prompt baked into the data must too)."""
+    import pyarrow.parquet as pq
+
+    from autocoa_verl.protocol import preset_of_prompt
+
+    rows = pq.read_table(path, columns=["prompt"]).slice(0, 1).to_pylist()
+    if not rows:
+        raise RLConfigError(f"{path}: no rows")
+    user = [m["content"] for m in rows[0]["prompt"] if m["role"] == "user"]
+    found = preset_of_prompt(user[0]) if user else None
+    if found != preset:
+        what = f"the {found!r} instruction" if found else "no instruction of a known preset"
+        raise RLConfigError(f"{path}: its prompts carry {what}, but coa.preset={preset!r}; rebuild the data with "
+                            f"--preset {preset} (python -m autocoa_verl.data.toy_world / qa_files) or set "
+                            f"coa.preset={found or '...'}")
+
+
 def preflight(config: DictConfig) -> None:
     """Fails fast, before Ray and the engines start, on a missing model, data file or retriever."""
     model = Path(config.actor_rollout_ref.model.path)
@@ -63,10 +86,11 @@ def preflight(config: DictConfig) -> None:
         raise RLConfigError(f"actor_rollout_ref.model.path={str(model)!r}: no Hugging Face model there (config.json). "
                             "Run the SFT stages first (make sft-stage3) or pass MODEL=.")
     for field in ("train_files", "val_files"):
-        files = config.data[field]
-        for path in [files] if isinstance(files, str) else list(files):
+        for path in _paths(config.data[field]):
             if not Path(path).is_file():
                 raise RLConfigError(f"data.{field}: {path!r} does not exist (make toy-world builds the toy world's).")
+    for path in _paths(config.data.train_files) + _paths(config.data.val_files):
+        check_data_preset(path, config.coa.preset)
     schedule_of(config)  # validates the schedule's fields
     if needs_retriever(config):
         check_retriever(config.coa.retriever.url)

@@ -8,8 +8,10 @@ from autocoa_verl.rl import RLConfigError, check_retriever, needs_retriever, pre
 
 @pytest.fixture
 def paths(tmp_path, tiny_model_dir):
+    from autocoa_verl.data.qa_files import write_verl_parquet
+
     data = tmp_path / "train.parquet"
-    data.write_bytes(b"")
+    write_verl_parquet([{"id": "1", "question": "Who?", "golden_answers": ["A"]}], data, "toy_world", "train")
     return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files={data}", f"data.val_files={data}"]
 
 
@@ -48,3 +50,23 @@ def test_preflight_names_a_missing_model_or_data_file(paths, tmp_path):
         preflight(compose_rl_config([*paths, f"actor_rollout_ref.model.path={tmp_path}"], "rl_stage1"))
     with pytest.raises(RLConfigError, match=r"data.val_files: '/nope.parquet' does not exist"):
         preflight(compose_rl_config([*paths, "data.val_files=/nope.parquet"], "rl_stage1"))
+
+
+def test_the_reward_follows_coa_preset():
+    config = compose_rl_config(["coa.preset=autocoa"])
+    assert config.reward.custom_reward_function.reward_kwargs.preset == "autocoa"
+    assert compose_rl_config([]).reward.custom_reward_function.reward_kwargs.preset == "search_r1"
+
+
+def test_preflight_refuses_data_written_for_another_preset(paths, tmp_path):
+    from autocoa_verl.data.qa_files import write_verl_parquet
+
+    preflight(compose_rl_config(paths, "rl_stage1"))  # search_r1 data, search_r1 loop
+    with pytest.raises(RLConfigError, match=r"train.parquet: its prompts carry the 'search_r1' instruction, but "
+                                            r"coa.preset='autocoa'; rebuild the data with --preset autocoa"):
+        preflight(compose_rl_config([*paths, "coa.preset=autocoa"], "rl_stage1"))
+    other = tmp_path / "autocoa.parquet"
+    write_verl_parquet([{"id": "1", "question": "Who?", "golden_answers": ["A"]}], other, "toy_world", "train",
+                       preset="autocoa")
+    preflight(compose_rl_config([*paths, "coa.preset=autocoa", f"data.train_files={other}",
+                                 f"data.val_files={other}"], "rl_stage1"))
