@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -204,7 +205,6 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     """The whole run of ``hydra_configs/eval.yaml`` (models x methods x datasets x samples), resumable; one engine
     per model, started only if that model has questions left."""
     from omegaconf import OmegaConf
-    from tqdm import tqdm
 
     from autocoa_verl.agent.retriever_client import RetrieverClient
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
@@ -256,13 +256,15 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
                                   max_tokens=cfg.max_tokens, max_actions=loop_config.coa.max_actions,
                                   sampling=sampling, topk=cfg.topk, exemplars=exemplars)
                 for dataset, label, method, sample, rows in todo:
-                    with tqdm(total=len(rows), desc=f"{dataset} | {label} | sample {sample}") as bar:
-                        for start in range(0, len(rows), cfg.batch_size):
-                            batch = rows[start : start + cfg.batch_size]
-                            records = await methods.run(method, batch, sample)
-                            files[dataset, label].add({**r, "label": label, "model": model_name, "sample": sample}
-                                                      for r in records)
-                            bar.update(len(batch))
+                    done, correct, start_s = 0, 0.0, time.perf_counter()
+                    for start in range(0, len(rows), cfg.batch_size):
+                        batch = rows[start : start + cfg.batch_size]
+                        records = await methods.run(method, batch, sample)
+                        files[dataset, label].add({**r, "label": label, "model": model_name, "sample": sample}
+                                                  for r in records)
+                        done, correct = done + len(batch), correct + sum(r["em"] for r in records)
+                        print(f"[eval] {dataset} | {label} | sample {sample}: {done}/{len(rows)} questions, "
+                              f"EM so far {correct / done:.3f} ({time.perf_counter() - start_s:.0f} s)", flush=True)
 
         try:
             server.run(run_model())
