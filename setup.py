@@ -10,7 +10,10 @@ setup(
     version="0.1.0",
     description="Train agent models that search inside their chain of thought (AutoCoA) on verl",
     python_requires=">=3.10",
-    packages=find_packages(include=["autocoa_verl", "autocoa_verl.*", "retriever_server", "retriever_server.*"]),
+    packages=find_packages(include=["autocoa_verl", "autocoa_verl.*", "retriever_server", "retriever_server.*",
+                                    "hydra_configs"]),
+    # the Hydra configs travel with the package (pkg://hydra_configs); tests/test_packaging_on_cpu.py checks the wheel
+    package_data={"hydra_configs": ["*.yaml", "*/*.yaml"]},
     # Versions are pinned in requirements/lock-cpu.txt (CPU) and requirements/gpu.txt (GPU); these are the direct
     # dependencies. verl is pinned because the agent loop, reward-manager and platform hooks we extend changed
     # shape between minor releases (0.9.1 is the version every hook here was written and tested against).

@@ -10,7 +10,7 @@ from autocoa_verl.errors import user_errors
 from retriever_server.serve import build_index
 
 
-@hydra.main(config_path="../hydra_configs", config_name="retriever_server", version_base=None)
+@hydra.main(config_path="pkg://hydra_configs", config_name="retriever_server", version_base=None)
 @user_errors
 def main(cfg) -> None:
     retriever = build_index(cfg.retriever, cfg.corpus_path, cfg.index_dir)

@@ -12,7 +12,7 @@ from autocoa_verl.errors import user_errors
 from retriever_server.serve import serve_ray, serve_uvicorn
 
 
-@hydra.main(config_path="../hydra_configs", config_name="retriever_server", version_base=None)
+@hydra.main(config_path="pkg://hydra_configs", config_name="retriever_server", version_base=None)
 @user_errors
 def main(cfg) -> None:
     if cfg.server.detach and cfg.server.ray_address is None:

@@ -12,7 +12,7 @@ import hydra
 from autocoa_verl.errors import user_errors
 
 
-@hydra.main(config_path="../hydra_configs", config_name="sft_stage2", version_base=None)
+@hydra.main(config_path="pkg://hydra_configs", config_name="sft_stage2", version_base=None)
 @user_errors
 def main(config) -> None:
     if config.trainer.device == "cpu":

@@ -11,7 +11,7 @@ from autocoa_verl.errors import user_errors
 from omegaconf import DictConfig, OmegaConf
 
 
-@hydra.main(config_path="../hydra_configs", config_name="synthesis", version_base=None)
+@hydra.main(config_path="pkg://hydra_configs", config_name="synthesis", version_base=None)
 @user_errors
 def main(cfg: DictConfig) -> None:
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config

@@ -1,12 +1,11 @@
 """Every YAML in hydra_configs/ composes against the pinned verl, and says what it should."""
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "hydra_configs"
+from autocoa_verl.config import compose, config_dir
+
+CONFIG_DIR = config_dir()
 
 # (primary config, overrides) -> covers these files
 COMPOSITIONS = [
@@ -26,8 +25,7 @@ COMPOSITIONS = [
 
 
 def _compose(name, overrides):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(name, overrides=overrides)
+    return compose(name, overrides)
 
 
 # verl registry files (lists, loaded by verl itself), checked by test_agent_loop_registry

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig
@@ -17,19 +16,11 @@ from verl.workers.rollout.replica import TokenOutput
 
 from autocoa_verl.agent.coa_loop import CoAAgentLoop
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "hydra_configs"
-
-
 def compose_rl_config(overrides: Sequence[str] = (), config_name: str = "rl_stage2") -> DictConfig:
-    """The RL config (``hydra_configs/<config_name>.yaml`` on verl's ppo_trainer) with Hydra overrides. Works inside
-    a ``@hydra.main`` app too (its config is already composed; the global search state is released first)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The RL config (``hydra_configs/<config_name>.yaml`` on verl's ppo_trainer) with Hydra overrides."""
+    from autocoa_verl.config import compose
 
-    GlobalHydra.instance().clear()
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name, overrides=list(overrides))
+    return compose(config_name, overrides)
 
 
 def build_agent_loop(config: DictConfig, server_manager: Any, tokenizer: Any,

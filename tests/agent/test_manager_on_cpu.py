@@ -7,14 +7,15 @@ import pytest
 from verl.protocol import DataProto
 
 from autocoa_verl.agent.manager import CoAAgentLoopManager, CoAAgentLoopWorker, aggregate_coa_metrics
-from autocoa_verl.agent.standalone import CONFIG_DIR, compose_rl_config
+from autocoa_verl.agent.standalone import compose_rl_config
+from autocoa_verl.config import config_dir
 from autocoa_verl.protocol import build_prompt
 from tests.agent.fakes import ScriptedServer
 
 
 @pytest.fixture
 def in_project_root(monkeypatch):
-    monkeypatch.chdir(CONFIG_DIR.parent)  # verl resolves agent_loop_config_path against the working directory
+    monkeypatch.chdir(config_dir().parent)  # verl resolves agent_loop_config_path against the working directory
 
 
 def test_worker_passes_the_step_to_the_schedule_and_verl_pads_the_masks(tiny_model_dir, tiny_tokenizer, bm25_server,

@@ -4,22 +4,20 @@ questions; the report files are produced, parse, and a re-run resumes instead of
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
 
+from autocoa_verl.config import compose
 from autocoa_verl.data.qa_files import QAFileError
 from autocoa_verl.eval import harness
 from autocoa_verl.eval.harness import load_dataset, run_evaluation
 from tests.agent.overfit import teach_one_search
-from tests.test_hydra_configs_on_cpu import CONFIG_DIR
 
 LABELS = ["direct", "cot", "rag", "react", "react_fewshot", "agent (taught)"]
 
 
 def eval_config(model, dataset, url, out, *extra):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose("eval", overrides=[
-            f"+models.taught={model}", "~models.agent", f"datasets.toy={dataset}", f"retriever_url={url}",
-            f"out_dir={out}", "limit=4", "max_tokens=96", "max_model_len=1024", "batch_size=2", *extra])
+    return compose("eval", [f"+models.taught={model}", "~models.agent", f"datasets.toy={dataset}",
+                            f"retriever_url={url}", f"out_dir={out}", "limit=4", "max_tokens=96", "max_model_len=1024",
+                            "batch_size=2", *extra])
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,11 @@ import tempfile
 
 import httpx
 import pytest
-from hydra import compose, initialize_config_dir
 
 from autocoa_verl.agent.retriever_client import RetrieverClient
+from autocoa_verl.config import compose
 from retriever_server.serve import serve_ray
 from tests.loopback import free_port
-from tests.test_hydra_configs_on_cpu import CONFIG_DIR
 
 
 @pytest.fixture
@@ -28,11 +27,10 @@ def local_ray(monkeypatch):
 
 def test_ray_serve_two_replicas_answer_the_contract(local_ray, toy_world_dir, bm25_index, bm25):
     port = free_port()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose("retriever_server", overrides=[
-            f"corpus_path={toy_world_dir / 'corpus.jsonl'}", f"index_dir={bm25_index}", f"server.port={port}",
-            "server.replicas=2", "server.num_cpus_per_replica=0.5",
-            "retriever.options.engine=numpy"])  # deployment is under test here; numba's JIT would cost each replica
+    cfg = compose("retriever_server", [
+        f"corpus_path={toy_world_dir / 'corpus.jsonl'}", f"index_dir={bm25_index}", f"server.port={port}",
+        "server.replicas=2", "server.num_cpus_per_replica=0.5",
+        "retriever.options.engine=numpy"])  # deployment is under test here; numba's JIT would cost each replica
     url = serve_ray(cfg, block=False)
     assert url == f"http://127.0.0.1:{port}"
     assert httpx.get(f"{url}/health", timeout=10).json()["documents"] == len(bm25.corpus)
@@ -67,11 +65,10 @@ def test_deploys_into_an_existing_ray_cluster(toy_world_dir, bm25_index, monkeyp
                              f"--temp-dir={tempfile.mkdtemp(prefix='rayc', dir='/tmp')}", "--include-dashboard=false",
                              "--disable-usage-stats"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            cfg = compose("retriever_server", overrides=[
-                f"corpus_path={toy_world_dir / 'corpus.jsonl'}", f"index_dir={bm25_index}", f"server.port={http_port}",
-                f"server.ray_address=127.0.0.1:{gcs_port}", "server.num_cpus_per_replica=0.5",
-                "retriever.options.engine=numpy"])
+        cfg = compose("retriever_server", [
+            f"corpus_path={toy_world_dir / 'corpus.jsonl'}", f"index_dir={bm25_index}", f"server.port={http_port}",
+            f"server.ray_address=127.0.0.1:{gcs_port}", "server.num_cpus_per_replica=0.5",
+            "retriever.options.engine=numpy"])
         deadline = time.time() + 120
         while True:  # the head takes a few seconds to accept drivers
             try:

@@ -1,15 +1,11 @@
-import os
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from verl import DataProto
 from verl.trainer.ppo.reward import load_reward_manager
 
+from autocoa_verl.config import compose
 from autocoa_verl.reward.manager import CoARewardManager
-
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "hydra_configs")
-
 
 def _rollout(tokenizer, prompt: str, response: str, golds: list[str], pad_to: int = 96) -> DataProto:
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -32,8 +28,7 @@ def _rollout(tokenizer, prompt: str, response: str, golds: list[str], pad_to: in
 
 
 def test_reward_manager_loads_through_verl_importlib_source_and_scores(tiny_tokenizer):
-    with initialize_config_dir(config_dir=os.path.abspath(CONFIG_DIR), version_base=None):
-        config = compose("rl_stage2", overrides=["reward.custom_reward_function.reward_kwargs.metric=f1"])
+    config = compose("rl_stage2", ["reward.custom_reward_function.reward_kwargs.metric=f1"])
     manager = load_reward_manager(config, tiny_tokenizer)
     assert isinstance(manager, CoARewardManager)
 

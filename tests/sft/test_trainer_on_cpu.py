@@ -1,15 +1,13 @@
 """Stage 1's trainer refuses, before any work, configs that would split a (chosen, rejected) pair."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from autocoa_verl.agent.standalone import CONFIG_DIR
+from autocoa_verl.config import compose
 from autocoa_verl.sft.trainer import ContrastiveSFTTrainer, PairCollator
 
 
 def _stage1(*overrides):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose("sft_stage1", overrides=list(overrides))
+    return compose("sft_stage1", overrides)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -1,0 +1,1 @@
+"""The project's Hydra configs (YAML only), shipped as package data and found as ``pkg://hydra_configs``."""
