@@ -133,16 +133,19 @@ class Bench:
         return final
 
     def evaluate(self, name: str, models: dict[str, Path], split: str, limit: int | None,
-                 methods: list[str] = ("agent",), baseline_model: str | None = None) -> dict[str, dict]:
-        """``recipes/evaluate.py`` (resumable) on one split; returns the summary by row label."""
+                 methods: list[str] = ("agent",), max_tokens: int | None = None) -> dict[str, dict]:
+        """``recipes/evaluate.py`` (resumable) on one split; baselines run on the first model. ``max_tokens``: per
+        turn for the baselines, per response for the agent (default ``--response-length``). Returns the summary by
+        row label."""
         out = self.out / "eval" / name
         spec = "{" + ", ".join(f"{k}: {v}" for k, v in models.items()) + "}"
         self.call(f"eval-{name}", [
             sys.executable, str(ROOT / "recipes" / "evaluate.py"), "~models", f"+models={spec}",
-            f"methods=[{','.join(methods)}]", f"baseline_model={baseline_model or next(iter(models))}",
+            f"methods=[{','.join(methods)}]", f"baseline_model={next(iter(models))}",
             f"datasets.toy={self.toy / f'{split}.jsonl'}", f"limit={limit if limit else 'null'}",
             f"retriever_url={self.url}", f"react_exemplars={self.toy / 'train.jsonl'}",
-            f"max_tokens={self.args.response_length}", f"out_dir={out}", f"hydra.run.dir={self.out / 'hydra' / name}"])
+            f"max_tokens={max_tokens or self.args.response_length}", f"out_dir={out}",
+            f"hydra.run.dir={self.out / 'hydra' / name}"])
         return json.loads((out / "summary.json").read_text())["toy"]
 
     def curriculum(self, model: Path) -> Path:
@@ -177,7 +180,7 @@ class Bench:
             f"actor_rollout_ref.actor.ppo_mini_batch_size={a.rl_questions}",
             f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={a.rl_micro_batch}",
             f"data.max_response_length={a.response_length}", f"actor_rollout_ref.actor.optim.lr={a.rl_lr}",
-            "algorithm.rollout_correction.bypass_mode=true", "actor_rollout_ref.rollout.calculate_log_probs=true",
+            "algorithm.rollout_correction.bypass_mode=true",
             f"trainer.total_training_steps={a.rl_steps}", f"trainer.save_freq={a.rl_steps}", "trainer.test_freq=-1",
             "trainer.resume_mode=auto", f"trainer.default_local_dir={ckpt}",
             f"trainer.rollout_data_dir={self.out / 'rl' / name / 'rollouts'}",
@@ -267,15 +270,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps and questions per stage")
     parser.add_argument("--batch", type=int, default=8, help="SFT sequences (stage 1: pairs) per step")
     parser.add_argument("--lr", type=float, default=1e-4, help="SFT learning rate")
-    parser.add_argument("--sft2-steps", type=int, default=120, help="SFT-2 steps (the curve's last point)")
-    parser.add_argument("--save-every", type=int, default=30, help="SFT-2 checkpoint (curve point) interval")
+    parser.add_argument("--sft2-steps", type=int, default=100, help="SFT-2 steps (the curve's last point)")
+    parser.add_argument("--save-every", type=int, default=20, help="SFT-2 checkpoint (curve point) interval")
     parser.add_argument("--sft3-steps", type=int, default=20)
     parser.add_argument("--sft1-steps", type=int, default=20)
     parser.add_argument("--sft12-steps", type=int, default=0,
                         help="SFT-2 steps after SFT-1 for the SFT-1+2 rows (0: skip them)")
     parser.add_argument("--dev-questions", type=int, default=100)
     parser.add_argument("--test-questions", type=int, default=None, help="default: the whole test split")
-    parser.add_argument("--response-length", type=int, default=512)
+    parser.add_argument("--response-length", type=int, default=512, help="tokens of an agent's whole response")
+    parser.add_argument("--baseline-tokens", type=int, default=256, help="tokens per baseline generation (turn)")
     parser.add_argument("--curriculum-questions", type=int, default=128)
     parser.add_argument("--curriculum-samples", type=int, default=4)
     parser.add_argument("--rl-steps", type=int, default=8)
@@ -321,7 +325,9 @@ def main(argv: list[str] | None = None) -> None:
                 rl_runs[NAMES[key]] = rl_summary(steps, bench.out / "rl" / key / "rollouts")
                 if args.stop_after == "rl-real":
                     break
-        test = bench.evaluate("test", models, "test", args.test_questions, BASELINES + ["agent"], "base")
+        test = bench.evaluate("test-baselines", {"base": bench.base}, "test", args.test_questions, BASELINES,
+                              args.baseline_tokens)
+        test.update(bench.evaluate("test", models, "test", args.test_questions))
     import pyarrow.parquet as pq
 
     rows = [report_row(m, test[m]) for m in BASELINES]

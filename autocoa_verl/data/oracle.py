@@ -51,8 +51,26 @@ def no_search_thought(row: dict) -> str:
     return f"{a} plus {b}: {', '.join(steps)}. No search is needed."
 
 
+def _aspects(row: dict) -> list[str]:
+    """What each chain step looks up, as the search query names it ("birthplace", "founder", ...): the step's query
+    without the entity it starts from."""
+    from autocoa_verl.data.toy_world import RELATIONS
+
+    return [RELATIONS[name].query.replace("{x}", "").strip() for name in row["kind"].split("+")]
+
+
 def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFAULT_PRESET) -> list[dict[str, str]]:
-    """The oracle's trajectory for one toy-world question row (with ``chain`` and ``needs_search``).
+    """The oracle's trajectory for one toy-world question row (with ``chain``, ``kind`` and ``needs_search``).
+
+    A search question opens with a plan that says how many searches it takes and what each looks up (so the number
+    of hops is decided once, from the question); each later thought reads the found fact and forms the next query
+    from the plan; the last says so and answers::
+
+        <think>I need 2 searches: Arlo Venn birthplace, then founder.</think>
+        <search> Arlo Venn birthplace </search>  [observation]
+        <think>Arlo Venn birthplace: Quessly. Next: Quessly founder.</think>
+        <search> Quessly founder </search>  [observation]
+        <think>Quessly founder: Mira Oltan. That was the last search.</think><answer>Mira Oltan</answer>
 
     Args:
         row: the question, with its gold chain.
@@ -63,15 +81,22 @@ def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFA
     answer = row["golden_answers"][0]
     if not row["needs_search"]:
         return [{"source": "model", "text": f"{p.think_open}{no_search_thought(row)}{p.think_close}" + _answer(answer, p)}]
-    if len(observations) != len(row["chain"]):
-        raise ValueError(f"row {row['id']!r}: {len(row['chain'])} chain steps but {len(observations)} observations")
+    chain = row["chain"]
+    if len(observations) != len(chain):
+        raise ValueError(f"row {row['id']!r}: {len(chain)} chain steps but {len(observations)} observations")
+    aspects = _aspects(row)
+    n = len(chain)
+    plan = ", then ".join([chain[0]["query"]] + aspects[1:])
     segments = []
-    for i, (step, observation) in enumerate(zip(row["chain"], observations)):
-        lead = "I do not know this" if i == 0 else f"I found {row['chain'][i - 1]['answer']}. Next"
-        thought = f"{p.think_open}{lead}: {step['question']}{p.think_close}"
-        segments.append({"source": "model", "text": f"{thought}\n{p.search_open} {step['query']} {p.search_close}"})
+    for i, (step, observation) in enumerate(zip(chain, observations)):
+        if i == 0:
+            thought = f"I need {n} search{'es' if n > 1 else ''}: {plan}."
+        else:
+            thought = f"{chain[i - 1]['query']}: {chain[i - 1]['answer']}. Next: {step['query']}."
+        segments.append({"source": "model",
+                         "text": f"{p.think_open}{thought}{p.think_close}\n{p.search_open} {step['query']} {p.search_close}"})
         segments.append({"source": "env", "text": observation})
-    final = f"{p.think_open}So the answer is {answer}.{p.think_close}"
+    final = f"{p.think_open}{chain[-1]['query']}: {answer}. That was the last search.{p.think_close}"
     segments.append({"source": "model", "text": final + _answer(answer, p)})
     return segments
 
