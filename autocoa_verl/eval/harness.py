@@ -253,7 +253,8 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
         async def run_model() -> None:
             async with RetrieverClient(cfg.retriever_url, topk=cfg.topk) as retriever:
                 methods = Methods(server, server.tokenizer, retriever, lambda: StandaloneRollout(loop_config, server),
-                                  max_tokens=cfg.max_tokens, max_actions=loop_config.coa.max_actions,
+                                  max_tokens=cfg.baseline_max_tokens or cfg.max_tokens,
+                                  max_actions=loop_config.coa.max_actions,
                                   sampling=sampling, topk=cfg.topk, exemplars=exemplars)
                 for dataset, label, method, sample, rows in todo:
                     done, correct, start_s = 0, 0.0, time.perf_counter()
