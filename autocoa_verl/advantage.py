@@ -23,7 +23,8 @@ NAME = "grpo_coa"
 
 @register_adv_est(NAME)
 def grpo_without_failed_samples(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index: np.ndarray,
-                                epsilon: float = 1e-6, config: Any = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                                epsilon: float = 1e-6, config: Any = None,
+                                **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Outcome advantages (bs, response_length) and returns (the same), grouped by ``index`` (the prompt's uid).
 
     >>> rewards = torch.tensor([[0., 1.], [0., 0.], [0., 0.]])   # sample 2 failed: mask all 0
@@ -35,12 +36,12 @@ def grpo_without_failed_samples(token_level_rewards: torch.Tensor, response_mask
     scores = token_level_rewards.sum(dim=-1)
     valid = response_mask.sum(dim=-1) > 0
     advantages = torch.zeros_like(scores)
+    groups: dict = {}
+    for i, uid in enumerate(index.tolist()):
+        if bool(valid[i]):
+            groups.setdefault(uid, []).append(i)
     with torch.no_grad():
-        for uid in dict.fromkeys(index.tolist()):
-            members = torch.tensor([i for i, u in enumerate(index.tolist()) if u == uid and bool(valid[i])],
-                                   dtype=torch.long)
-            if len(members) == 0:
-                continue
+        for members in map(torch.tensor, groups.values()):
             group = scores[members]
             mean, std = (group.mean(), group.std()) if len(members) > 1 else (torch.tensor(0.0), torch.tensor(1.0))
             advantages[members] = (group - mean) / (std + epsilon) if normalise else group - mean

@@ -1,6 +1,6 @@
 """The RL stages' entry: checks what a run needs before Ray starts, then hands the config to verl's ``run_ppo``.
 
-Nothing here changes how verl trains: the agent loop, reward manager, observation schedule and (on CPU) the rollout
+The agent loop, reward manager, advantage estimator (``grpo_coa``), observation schedule and (on CPU) the rollout
 replica all come in through verl's own hooks, named in ``hydra_configs/rl_base.yaml`` and the CPU platform.
 """
 
@@ -60,23 +60,23 @@ def _paths(files) -> list[str]:
     return [files] if isinstance(files, str) else list(files)
 
 
-def check_data_preset(path: str | Path, preset: str) -> None:
-    """Raises :class:`RLConfigError` if the first prompt of an RL parquet was written for another tag protocol than
-    ``preset`` (the reward and the loop follow ``coa.preset``; the prompt baked into the data must too)."""
+def check_data_preset(path: str | Path, preset: str, prompt_key: str = "prompt") -> None:
+    """Raises :class:`RLConfigError` if the first prompt of an RL parquet carries another preset's instruction than
+    ``preset`` (the reward and the loop follow ``coa.preset``; the prompt baked into the data must too). A prompt
+    that carries no instruction of ours (data written elsewhere) is not judged."""
     import pyarrow.parquet as pq
 
     from autocoa_verl.protocol import preset_of_prompt
 
-    rows = pq.read_table(path, columns=["prompt"]).slice(0, 1).to_pylist()
-    if not rows:
+    batch = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=[prompt_key]), None)
+    if batch is None or batch.num_rows == 0:
         raise RLConfigError(f"{path}: no rows")
-    user = [m["content"] for m in rows[0]["prompt"] if m["role"] == "user"]
+    user = [m["content"] for m in batch.to_pylist()[0][prompt_key] if m["role"] == "user"]
     found = preset_of_prompt(user[0]) if user else None
-    if found != preset:
-        what = f"the {found!r} instruction" if found else "no instruction of a known preset"
-        raise RLConfigError(f"{path}: its prompts carry {what}, but coa.preset={preset!r}; rebuild the data with "
-                            f"--preset {preset} (python -m autocoa_verl.data.toy_world / qa_files) or set "
-                            f"coa.preset={found or '...'}")
+    if found is not None and found != preset:
+        raise RLConfigError(f"{path}: its prompts carry the {found!r} instruction, but coa.preset={preset!r}; rebuild "
+                            f"the data with --preset {preset} (python -m autocoa_verl.data.toy_world / qa_files) or "
+                            f"set coa.preset={found}")
 
 
 def preflight(config: DictConfig) -> None:
@@ -90,7 +90,7 @@ def preflight(config: DictConfig) -> None:
             if not Path(path).is_file():
                 raise RLConfigError(f"data.{field}: {path!r} does not exist (make toy-world builds the toy world's).")
     for path in _paths(config.data.train_files) + _paths(config.data.val_files):
-        check_data_preset(path, config.coa.preset)
+        check_data_preset(path, config.coa.preset, config.data.get("prompt_key", "prompt"))
     schedule_of(config)  # validates the schedule's fields
     if needs_retriever(config):
         check_retriever(config.coa.retriever.url)

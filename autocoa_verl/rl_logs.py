@@ -37,7 +37,9 @@ def rollout_groups(dump_dir: str | Path) -> dict[int, list[list[float]]]:
         raise FileNotFoundError(f"{dump_dir}: no rollout dump (<step>.jsonl); set trainer.rollout_data_dir")
     steps: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path in files:
-        for line_no, line in enumerate(open(path, encoding="utf-8"), 1):
+        with open(path, encoding="utf-8") as lines:
+            text = list(lines)
+        for line_no, line in enumerate(text, 1):
             if line.strip():
                 try:
                     row = json.loads(line)

@@ -84,10 +84,9 @@ class Bench:
         log_path = self.out / "logs" / f"{name}.log"
         print(f"[{name}] running ({log_path})", flush=True)
         start = time.perf_counter()
-        with open(log_path, "w") as log:
-            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env={**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")
-                                        if self.args.device == "gpu" else ""})
+        with open(log_path, "a") as log:  # a resumed stage keeps the earlier attempt's lines (RL step metrics)
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""} if self.args.device == "cpu" else None
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         if code:
             tail = "".join(open(log_path).readlines()[-20:])
             raise SystemExit(f"[{name}] failed (exit {code}); end of {log_path}:\n{tail}")
@@ -127,15 +126,15 @@ class Bench:
                          f"data.train_files={self.pairs if stage == 1 else self.trajectories}",
                          f"data.train_batch_size={a.batch}", f"data.micro_batch_size_per_gpu={a.batch}",
                          "data.max_length=1024", f"model.path={start}", f"trainer.total_training_steps={steps}",
-                         f"trainer.save_freq={save_every or steps}", f"optim.lr={a.lr}", "optim.lr_warmup_steps=5",
+                         f"trainer.save_freq={save_every or steps}", f"optim.lr={a.lr}",
+                         f"optim.lr_warmup_steps={min(5, steps // 2)}",
                          f"trainer.default_local_dir={ckpt}", "trainer.resume_mode=auto",
                          f"hydra.run.dir={self.out / 'hydra' / name}"])
         return final
 
     def evaluate(self, name: str, models: dict[str, Path], split: str, limit: int | None,
-                 methods: list[str] = ("agent",), max_tokens: int | None = None) -> dict[str, dict]:
-        """``recipes/evaluate.py`` (resumable) on one split; baselines run on the first model. ``max_tokens``: per
-        turn for the baselines, per response for the agent (default ``--response-length``). Returns the summary by
+                 methods: list[str] = ("agent",)) -> dict[str, dict]:
+        """``recipes/evaluate.py`` (resumable) on one split; baselines run on the first model. Returns the summary by
         row label."""
         out = self.out / "eval" / name
         spec = "{" + ", ".join(f"{k}: {v}" for k, v in models.items()) + "}"
@@ -144,7 +143,8 @@ class Bench:
             f"methods=[{','.join(methods)}]", f"baseline_model={next(iter(models))}",
             f"datasets.toy={self.toy / f'{split}.jsonl'}", f"limit={limit if limit else 'null'}",
             f"retriever_url={self.url}", f"react_exemplars={self.toy / 'train.jsonl'}",
-            f"max_tokens={max_tokens or self.args.response_length}", f"out_dir={out}",
+            f"max_tokens={self.args.response_length}", f"baseline_max_tokens={self.args.baseline_tokens}",
+            f"out_dir={out}",
             f"hydra.run.dir={self.out / 'hydra' / name}"])
         return json.loads((out / "summary.json").read_text())["toy"]
 
@@ -181,7 +181,9 @@ class Bench:
             f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={a.rl_micro_batch}",
             f"data.max_response_length={a.response_length}", f"actor_rollout_ref.actor.optim.lr={a.rl_lr}",
             "algorithm.rollout_correction.bypass_mode=true",
-            f"trainer.total_training_steps={a.rl_steps}", f"trainer.save_freq={a.rl_steps}", "trainer.test_freq=-1",
+            # epochs: as many passes over the curriculum as the steps need
+            f"trainer.total_training_steps={a.rl_steps}", "trainer.total_epochs=1000",
+            f"trainer.save_freq={a.rl_steps}", "trainer.test_freq=-1",
             "trainer.resume_mode=auto", f"trainer.default_local_dir={ckpt}",
             f"trainer.rollout_data_dir={self.out / 'rl' / name / 'rollouts'}",
             f"hydra.run.dir={self.out / 'hydra' / name}", *a.rl_arg])
@@ -202,6 +204,13 @@ def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, 
             "simulated_observations": int(sum(steps[s].get("timing_s/coa/obs_simulated/total", 0) for s in ordered)),
             "zero_variance_share": [zero_variance_share(groups[s]) if s in groups else None for s in ordered],
             "step_s": [steps[s].get("timing_s/step") for s in ordered]}
+
+
+def check_report(report: dict) -> None:
+    """Raises ``KeyError`` naming the keys that tools reading the report rely on and that it lacks."""
+    missing = [key for key in REPORT_KEYS if key not in report]
+    if missing:
+        raise KeyError(f"learning report lacks {missing}")
 
 
 def markdown(report: dict) -> str:
@@ -278,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="SFT-2 steps after SFT-1 for the SFT-1+2 rows (0: skip them)")
     parser.add_argument("--dev-questions", type=int, default=100)
     parser.add_argument("--test-questions", type=int, default=None, help="default: the whole test split")
-    parser.add_argument("--response-length", type=int, default=512, help="tokens of an agent's whole response")
+    parser.add_argument("--response-length", type=int, default=768,
+                        help="tokens of an agent's whole response (3-hop oracle trajectories reach ~700)")
     parser.add_argument("--baseline-tokens", type=int, default=256, help="tokens per baseline generation (turn)")
     parser.add_argument("--curriculum-questions", type=int, default=128)
     parser.add_argument("--curriculum-samples", type=int, default=4)
@@ -325,9 +335,7 @@ def main(argv: list[str] | None = None) -> None:
                 rl_runs[NAMES[key]] = rl_summary(steps, bench.out / "rl" / key / "rollouts")
                 if args.stop_after == "rl-real":
                     break
-        test = bench.evaluate("test-baselines", {"base": bench.base}, "test", args.test_questions, BASELINES,
-                              args.baseline_tokens)
-        test.update(bench.evaluate("test", models, "test", args.test_questions))
+        test = bench.evaluate("test", models, "test", args.test_questions, BASELINES + ["agent"])
     import pyarrow.parquet as pq
 
     rows = [report_row(m, test[m]) for m in BASELINES]
@@ -352,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
                                  cwd=ROOT).stdout.strip(),
         "command": "python benchmarks/learning_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
+    check_report(report)
     report["targets"] = targets(report)
     (bench.out / "report.json").write_text(json.dumps(report, indent=2))
     (bench.out / "report.md").write_text(markdown(report))

@@ -125,10 +125,15 @@ def main(argv: list[str] | None = None) -> None:
         from autocoa_verl.models.smollm2 import materialize_smollm2
 
         materialize_smollm2(model)
-    from autocoa_verl.data.oracle import write_oracle_parquet
+    from transformers import AutoTokenizer
+
+    from autocoa_verl.data.oracle import Observations, write_oracle_parquet
+    from retriever_server.bm25 import BM25Retriever
 
     data = {"trajectories": out / "oracle_trajectories.parquet", "pairs": out / "oracle_pairs.parquet"}
-    write_oracle_parquet(toy / "train.jsonl", toy / "corpus.jsonl", data["trajectories"], pairs_path=data["pairs"])
+    observations = Observations(BM25Retriever.open_or_build(toy / "corpus.jsonl", out / "index-bm25"),
+                                AutoTokenizer.from_pretrained(model))
+    write_oracle_parquet(toy / "train.jsonl", data["trajectories"], observations, pairs_path=data["pairs"])
 
     training, models = {}, {"base": model}
     for name, stage, parent, kind in CHAIN:

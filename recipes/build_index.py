@@ -6,7 +6,6 @@ Run: python recipes/build_index.py retriever=bm25|dense corpus_path=build/toy/co
 import hydra
 
 from autocoa_verl.errors import user_errors
-
 from retriever_server.serve import build_index
 
 

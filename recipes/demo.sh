@@ -93,17 +93,17 @@ PY
 step "6/7 RL: curriculum ($RL_QUESTIONS training questions x 4 samples, keep 0 < pass rate < 1), then verl GRPO on the CPU platform, vLLM-CPU rollouts of the CoA loop, $RL_STEPS steps on a 1:1 schedule (simulated, then real)"
 rl_data="$BUILD/rl/demo_curriculum.parquet"
 $PY -m autocoa_verl.data.curriculum --model "$model" --questions "$BUILD/toy/train.jsonl" \
-  --corpus "$BUILD/toy/corpus.jsonl" --index-dir "$BUILD/index/bm25" --out "$rl_data" --limit "$RL_QUESTIONS" \
-  --samples 4 > "$BUILD/demo-curriculum.log" 2>&1 || { tail -20 "$BUILD/demo-curriculum.log"; fail "RL curriculum"; }
+  --retriever-url "http://127.0.0.1:$PORT" --out "$rl_data" --limit "$RL_QUESTIONS" \
+  --samples 4 --response-length 768 > "$BUILD/demo-curriculum.log" 2>&1 || { tail -20 "$BUILD/demo-curriculum.log"; fail "RL curriculum"; }
 tail -1 "$BUILD/demo-curriculum.log"
 rl_out="$BUILD/checkpoints/demo-rl"; log="$BUILD/demo-rl.log"
 $PY recipes/rl.py --config-name rl_mixed +platform=rl_cpu actor_rollout_ref.model.path="$(realpath "$model")" \
   data.train_files="$rl_data" data.val_files="$BUILD/toy/dev.parquet" \
   coa.retriever.url="http://127.0.0.1:$PORT" coa.schedule.simulated_per_real=1 \
   data.train_batch_size=2 actor_rollout_ref.rollout.n=4 actor_rollout_ref.actor.ppo_mini_batch_size=2 \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 data.max_response_length=512 \
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 data.max_response_length=768 \
   actor_rollout_ref.actor.optim.lr=1e-5 algorithm.rollout_correction.bypass_mode=true \
-  trainer.total_training_steps="$RL_STEPS" trainer.save_freq="$RL_STEPS" \
+  trainer.total_training_steps="$RL_STEPS" trainer.total_epochs=1000 trainer.save_freq="$RL_STEPS" \
   trainer.test_freq=-1 trainer.resume_mode=disable trainer.default_local_dir="$(realpath -m "$rl_out")" \
   hydra.run.dir="$BUILD/hydra/demo-rl" > "$log" 2>&1 || { tail -40 "$log"; fail "RL"; }
 $PY - "$log" <<'PY'
@@ -121,7 +121,7 @@ timing "RL"
 step "7/7 evaluation on the held-out toy test set ($EVAL_LIMIT questions): baselines on the base model, the agent on base, SFT and RL"
 { $PY recipes/evaluate.py '~models' "+models={base: $(realpath "$BUILD/models/smollm2-135m"), sft: $(realpath "$model"), rl: $(realpath "$rl_model")}" \
     baseline_model=base datasets.toy="$BUILD/toy/test.jsonl" limit="$EVAL_LIMIT" retriever_url="http://127.0.0.1:$PORT" \
-    max_tokens=512 baseline_max_tokens=192 out_dir="$BUILD/eval/demo" hydra.run.dir="$BUILD/hydra/demo-eval" 2>&1; echo $? > "$BUILD/demo-eval.rc"; } \
+    'methods=[direct,cot,rag,react,react_fewshot,agent]' max_tokens=768 baseline_max_tokens=192 react_exemplars="$BUILD/toy/train.jsonl" out_dir="$BUILD/eval/demo" hydra.run.dir="$BUILD/hydra/demo-eval" 2>&1; echo $? > "$BUILD/demo-eval.rc"; } \
   | tee "$BUILD/demo-eval.log" | grep --line-buffered '^\[eval\]' | sed -u 's/^/  /' || true
 [ "$(cat "$BUILD/demo-eval.rc")" = 0 ] || { tail -30 "$BUILD/demo-eval.log"; fail "evaluation"; }
 sed -n '/^# Evaluation/,$p' "$BUILD/demo-eval.log"

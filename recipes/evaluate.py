@@ -6,9 +6,9 @@ Re-running with the same out_dir resumes; the report covers every record in it.
 """
 
 import hydra
+from omegaconf import DictConfig
 
 from autocoa_verl.errors import user_errors
-from omegaconf import DictConfig
 
 
 @hydra.main(config_path="pkg://hydra_configs", config_name="eval", version_base=None)

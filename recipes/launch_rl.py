@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from autocoa_verl.errors import user_errors
-
 ROOT = Path(__file__).resolve().parents[1]
 EXCLUDES = ["build/", ".venv*/", "outputs/", "checkpoints/", ".git/", "**/__pycache__/", "*.egg-info/"]
 
@@ -67,7 +65,6 @@ def runtime_env() -> dict:
             "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
 
 
-@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     command, env = entrypoint(args), runtime_env()

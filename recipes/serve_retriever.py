@@ -8,7 +8,6 @@ running under server.app_name) and exits; the application stays up until `serve.
 import hydra
 
 from autocoa_verl.errors import user_errors
-
 from retriever_server.serve import serve_ray, serve_uvicorn
 
 

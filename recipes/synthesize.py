@@ -6,9 +6,9 @@ Re-running with the same out_dir resumes.
 """
 
 import hydra
+from omegaconf import DictConfig, OmegaConf
 
 from autocoa_verl.errors import user_errors
-from omegaconf import DictConfig, OmegaConf
 
 
 @hydra.main(config_path="pkg://hydra_configs", config_name="synthesis", version_base=None)

@@ -109,7 +109,11 @@ class Retriever(ABC):
     @classmethod
     def open_or_build(cls, corpus_path: str | Path, index_dir: str | Path, **options: Any):
         """Opens the index in ``index_dir``, or builds it there when it is missing or was built from another corpus
-        or with other options."""
+        or with other options. An index of another backend is never overwritten (its :class:`IndexMismatchError`
+        is raised)."""
+        manifest = Path(index_dir) / MANIFEST
+        if manifest.is_file() and json.loads(manifest.read_text()).get("backend") != cls.backend:
+            return cls.open(corpus_path, index_dir, **options)  # raises, naming both backends
         try:
             return cls.open(corpus_path, index_dir, **options)
         except IndexMismatchError:

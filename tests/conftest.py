@@ -52,7 +52,7 @@ def bm25(toy_world_dir, bm25_index):
 @pytest.fixture(scope="module")
 def bm25_server(bm25):
     from retriever_server.app import create_app
-    from tests.loopback import ServerThread
+    from retriever_server.serve import ServerThread
 
     server = ServerThread(create_app(bm25, cache_size=128)).start()
     yield server

@@ -35,6 +35,13 @@ def test_a_bad_question_file_names_file_and_line(tmp_path):
     assert out.stderr.startswith("error: ") and "bad.jsonl:1" in out.stderr
 
 
+def test_a_missing_input_file_through_a_wrapped_cli_is_one_line(tmp_path, toy_world_dir, tiny_model_dir):
+    out = _run(["-m", "autocoa_verl.data.oracle", str(tmp_path / "nope.jsonl"), str(toy_world_dir / "corpus.jsonl"),
+                str(tmp_path / "o.parquet"), "--tokenizer", str(tiny_model_dir), "--index-dir", str(tmp_path / "i")])
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("error: ") and "nope.jsonl" in out.stderr
+
+
 def test_bugs_keep_their_traceback():
     @user_errors
     def broken():

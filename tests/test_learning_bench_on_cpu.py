@@ -4,7 +4,10 @@ import json
 import subprocess
 import sys
 
-from benchmarks.learning_bench import REPORT_KEYS, choose_budget, markdown, report_row, reward_windows, targets
+import pytest
+
+from benchmarks.learning_bench import (ROOT, check_report, choose_budget, markdown, report_row, reward_windows,
+                                       targets)
 
 
 def _summary(em, hops=None):
@@ -36,7 +39,9 @@ def test_report_carries_every_key_and_checks_the_targets():
                                                     "rl_questions": 4, "rl_n": 8, "rl_lr": 1e-5,
                                                     "rl_temperature": 1.0},
               "wall_s": 10.0, "commit": "abc", "command": "python benchmarks/learning_bench.py"}
-    assert set(REPORT_KEYS) <= set(report)
+    check_report(report)
+    with pytest.raises(KeyError, match="rl_mixed_em"):
+        check_report({k: v for k, v in report.items() if k != "rl_mixed_em"})
     report["targets"] = targets(report)
     text = "\n".join(report["targets"])
     assert "best SFT EM >= 0.60: 0.620 (met)" in text
@@ -51,5 +56,6 @@ def test_report_carries_every_key_and_checks_the_targets():
 
 
 def test_help_runs():
-    out = subprocess.run([sys.executable, "benchmarks/learning_bench.py", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_bench.py"), "--help"],
+                         capture_output=True, text=True)
     assert out.returncode == 0 and "--quick" in out.stdout

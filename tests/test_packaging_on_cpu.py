@@ -1,6 +1,7 @@
 """The configs travel with the package: the wheel holds every YAML, and an installed copy composes them from
 anywhere (no checkout, no working-directory assumption)."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,8 +10,12 @@ from autocoa_verl.config import config_dir
 
 
 def test_the_wheel_ships_every_config_and_composes_from_the_installed_package(tmp_path):
+    root, source = config_dir().parent, tmp_path / "src"  # build from a copy: the checkout stays untouched
+    for package in ("autocoa_verl", "retriever_server", "hydra_configs"):
+        shutil.copytree(root / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "setup.py", source / "setup.py")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(config_dir().parent)], check=True, capture_output=True, timeout=300)
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("autocoa_verl-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"hydra_configs/{p.relative_to(config_dir())}" for p in config_dir().rglob("*.yaml")}

@@ -33,7 +33,7 @@ def test_preflight_passes_for_stage1_without_a_retriever(paths):
 
 
 def test_preflight_names_the_missing_retriever(paths):
-    from tests.loopback import free_port
+    from retriever_server.serve import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(RLConfigError, match=r"coa.retriever.url='http://127.0.0.1:\d+': no retriever answered"):

@@ -5,7 +5,8 @@ groups that carry signal.
 
 Run: ``python -m autocoa_verl.data.curriculum --model MODEL --questions build/toy/train.jsonl
 --corpus build/toy/corpus.jsonl --out build/rl/train_curriculum.parquet [--samples 4 --limit 256]`` (``--help``).
-Writes the filtered verl parquet and ``<out>.pass_rates.jsonl`` (one line per question: id, pass rate, samples).
+Writes the filtered verl parquet and, beside it, ``<out stem>.pass_rates.jsonl`` (per question: id, pass rate,
+rewards).
 Pass rates come from the RL rollout itself (the CoA loop, standalone, on a local vLLM engine, against a bm25
 retriever of the corpus) and the training reward's scorer.
 """
@@ -55,6 +56,7 @@ def pass_rates(rollout, rows: Sequence[dict], samples: int, sampling: dict[str, 
     from autocoa_verl.reward import compute_score
 
     preset = rollout.config.coa.preset
+    reward_kwargs = dict(rollout.config.reward.custom_reward_function.reward_kwargs)  # the training reward's metric
     jobs = [(row, s) for row in rows for s in range(samples)]
     rewards: dict[str, list[float]] = {str(row["id"]): [] for row in rows}
     with tqdm(total=len(jobs), desc="pass rates", unit="rollout", disable=not progress) as bar:
@@ -64,7 +66,7 @@ def pass_rates(rollout, rows: Sequence[dict], samples: int, sampling: dict[str, 
                                        validate=False, sampling_params=dict(sampling))
             for (row, _), output in zip(batch, outputs):
                 text = rollout.tokenizer.decode(output.response_ids, skip_special_tokens=True)
-                score = compute_score("toy_world", text, row["golden_answers"], preset=preset)
+                score = compute_score("toy_world", text, row["golden_answers"], **reward_kwargs)
                 rewards[str(row["id"])].append(float(score[REWARD_KEY]))
             bar.update(len(batch))
     return {key: {"pass_rate": statistics.fmean(values), "rewards": values} for key, values in rewards.items()}
@@ -76,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
                                                  "answers right and sometimes not (0 < pass rate < 1).")
     parser.add_argument("--model", required=True, help="the start policy (HF directory)")
     parser.add_argument("--questions", required=True, help="training questions (FlashRAG jsonl)")
-    parser.add_argument("--corpus", required=True, help="corpus jsonl for the bm25 retriever")
+    parser.add_argument("--retriever-url", help="a running retriever server (default: serve a bm25 index of --corpus "
+                                                "on loopback for the run)")
+    parser.add_argument("--corpus", help="corpus jsonl for the bm25 retriever (without --retriever-url)")
     parser.add_argument("--index-dir", help="bm25 index (built if missing; default: beside --out)")
     parser.add_argument("--out", required=True, help="filtered verl parquet to write")
     parser.add_argument("--samples", type=int, default=4, help="rollouts per question (default %(default)s)")
@@ -84,11 +88,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--low", type=float, default=0.0, help="keep pass rate > LOW (default %(default)s)")
     parser.add_argument("--high", type=float, default=1.0, help="keep pass rate < HIGH (default %(default)s)")
-    parser.add_argument("--response-length", type=int, default=512, help="as data.max_response_length")
+    parser.add_argument("--response-length", type=int, default=768, help="as data.max_response_length")
     parser.add_argument("--preset", default="search_r1", help="tag protocol (default %(default)s)")
     args = parser.parse_args(argv)
     if args.samples < 2:
         parser.error("--samples must be >= 2 (one sample cannot tell a mixed question)")
+    if not args.retriever_url and not args.corpus:
+        parser.error("give --retriever-url or --corpus")
+    if not 0.0 <= args.low < args.high <= 1.0:
+        parser.error(f"--low/--high must satisfy 0 <= low < high <= 1, got {args.low}, {args.high}")
+
+    from contextlib import nullcontext
 
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
     from autocoa_verl.data.qa_files import read_qa_jsonl, write_verl_parquet
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     index_dir = Path(args.index_dir) if args.index_dir else out.parent / "bm25-index"
-    with serve_bm25(args.corpus, index_dir) as url:
+    with nullcontext(args.retriever_url) if args.retriever_url else serve_bm25(args.corpus, index_dir) as url:
         config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={args.response_length}",
                                     f"coa.retriever.url={url}", f"coa.preset={args.preset}"])
         server = LocalVLLMServer(args.model, max_model_len=2048)

@@ -16,7 +16,6 @@ whose gold passage is not among the top-k at some hop is left out (a correct tea
 from __future__ import annotations
 
 import argparse
-import inspect
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -101,6 +100,11 @@ def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFA
     return segments
 
 
+# the RL config's defaults (coa.retriever.topk, coa.max_observation_tokens); a test ties them
+ROLLOUT_TOPK = 3
+ROLLOUT_OBSERVATION_TOKENS = 256
+
+
 class Observations:
     """What the agent loop's ``RetrieverObserver`` appends for a query, computed in-process: the retriever's top-k,
     rendered by :func:`retrieved_block` with the loop's token budget and the policy's tokenizer.
@@ -113,7 +117,8 @@ class Observations:
         max_tokens: the observation budget (``coa.max_observation_tokens``).
     """
 
-    def __init__(self, retriever, tokenizer, preset: str = DEFAULT_PRESET, topk: int = 3, max_tokens: int = 256):
+    def __init__(self, retriever, tokenizer, preset: str = DEFAULT_PRESET, topk: int = ROLLOUT_TOPK,
+                 max_tokens: int = ROLLOUT_OBSERVATION_TOKENS):
         self.retriever, self.tokenizer, self.preset = retriever, tokenizer, get_preset(preset)
         self.topk, self.max_tokens = topk, max_tokens
 
@@ -215,10 +220,9 @@ def main(argv: list[str] | None = None) -> None:
                                             "a bm25-index directory beside the output)")
     parser.add_argument("--pairs", help="also write step-level contrastive pairs to this parquet")
     parser.add_argument("--preset", default=DEFAULT_PRESET, help="tag protocol (search_r1|autocoa)")
-    rollout = inspect.signature(Observations).parameters  # the RL config's defaults (a test ties them)
-    parser.add_argument("--topk", type=int, default=rollout["topk"].default,
+    parser.add_argument("--topk", type=int, default=ROLLOUT_TOPK,
                         help="passages per search, as coa.retriever.topk (default %(default)s)")
-    parser.add_argument("--max-observation-tokens", type=int, default=rollout["max_tokens"].default,
+    parser.add_argument("--max-observation-tokens", type=int, default=ROLLOUT_OBSERVATION_TOKENS,
                         help="observation budget, as coa.max_observation_tokens (default %(default)s)")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer

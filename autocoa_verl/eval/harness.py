@@ -227,6 +227,8 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     if "react_fewshot" in cfg.methods:
         from autocoa_verl.eval.methods import pick_exemplars
 
+        if not cfg.react_exemplars:
+            raise ConfigError("methods: react_fewshot needs react_exemplars=TRAIN_SPLIT.jsonl (rows with gold chains)")
         exemplars = pick_exemplars(load_dataset(cfg.react_exemplars), cfg.react_exemplar_count)
         evaluated = {r["question"] for rows in datasets.values() for r in rows}
         if any(r["question"] in evaluated for r in exemplars):

@@ -131,9 +131,11 @@ class Methods:
         tokenizer: the model's tokenizer (chat template).
         retriever: a :class:`RetrieverClient` (``rag``, ``react``; ``agent`` uses the loop's own).
         rollout_factory: builds the agent's ``StandaloneRollout`` (called once).
-        max_tokens: generation budget per turn (baselines) / per response (the agent's config).
+        max_tokens: generation budget per baseline turn (the agent's response budget is its config's).
         max_actions: ReAct's search limit (the agent's is ``coa.max_actions``).
         sampling: ``temperature``, ``top_p`` for all methods.
+        topk: passages per search (rag, react).
+        exemplars: training rows with gold chains for ``react_fewshot`` (:func:`pick_exemplars`).
     """
 
     def __init__(self, server: Any, tokenizer: Any, retriever: RetrieverClient | None,
@@ -174,6 +176,8 @@ class Methods:
     async def run(self, method: str, rows: Sequence[dict], sample: int) -> list[dict]:
         if method == "agent":
             return await self._agent(rows)
+        if method == "react_fewshot":
+            await self.fewshot_instruction()  # once, before the rows run concurrently
         one = {"direct": self._single, "cot": self._single, "rag": self._rag, "react": self._react,
                "react_fewshot": self._react}[method]
         return list(await asyncio.gather(*(one(method, row, f"{method}-{sample}-{row['id']}") for row in rows)))
@@ -211,7 +215,7 @@ class Methods:
                 break
             searches += 1
             documents = await self._search(argument.strip())
-            transcript = transcript.rstrip().removesuffix("Observation")
+            transcript = transcript.removesuffix("Observation").rstrip()
             if fewshot:  # the exemplars number their steps
                 transcript += f"\nObservation {searches}: {documents}\nThought {searches + 1}:"
             else:

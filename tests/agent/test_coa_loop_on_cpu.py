@@ -8,7 +8,7 @@ import pytest
 from autocoa_verl.agent.standalone import build_agent_loop, compose_rl_config
 from autocoa_verl.protocol import TRUNCATION_MARKER, build_prompt, get_preset, render_observation
 from tests.agent.fakes import ScriptedServer
-from tests.loopback import free_port
+from retriever_server.serve import free_port
 
 QUESTION = "Who founded the city where Arlo Venn was born?"
 
@@ -250,7 +250,8 @@ def test_no_script_of_model_turns_returns_more_than_the_response_length(tiny_tok
 
 
 def test_an_invalid_search_note_near_the_end_is_cut_to_the_budget(tiny_tokenizer, bm25_server):
-    """The reported case: response_length=48, an empty search, then an answer returned 59 tokens."""
+    """The reported case (response_length=48: an empty search, then an answer, returned 59 tokens), at the edge:
+    the note after an empty search must be cut to the tokens left."""
     output, _ = run_loop(tiny_tokenizer, ["<search></search>"],
                          real(bm25_server.url, "actor_rollout_ref.rollout.response_length=12"))
     assert len(output.response_ids) == 12 and output.extra_fields["coa_outcome"] == "length"

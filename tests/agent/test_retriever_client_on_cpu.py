@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from autocoa_verl.agent.retriever_client import Passage, RetrieverClient, RetrieverError
-from tests.loopback import ServerThread, free_port
+from retriever_server.serve import ServerThread, free_port
 from retriever_server.app import create_app
 
 

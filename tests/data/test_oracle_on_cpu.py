@@ -1,10 +1,10 @@
-import inspect
 import json
 
 import pandas as pd
 import pytest
 
-from autocoa_verl.data.oracle import Observations, main, no_search_thought, oracle_trajectory, write_oracle_parquet
+from autocoa_verl.data.oracle import (ROLLOUT_OBSERVATION_TOKENS, ROLLOUT_TOPK, Observations, main, no_search_thought,
+                                      oracle_trajectory, write_oracle_parquet)
 from autocoa_verl.data.sft_files import trajectory_text
 from autocoa_verl.protocol import count_searches, get_preset
 from autocoa_verl.reward import compute_score
@@ -56,9 +56,7 @@ def test_oracle_observation_equals_the_loops_retriever_observation_token_for_tok
     from tests.agent.test_coa_loop_on_cpu import real, run_loop
 
     coa = compose_rl_config([]).coa
-    defaults = inspect.signature(Observations).parameters
-    assert (defaults["topk"].default, defaults["max_tokens"].default) == (coa.retriever.topk,
-                                                                         coa.max_observation_tokens)
+    assert (ROLLOUT_TOPK, ROLLOUT_OBSERVATION_TOKENS) == (coa.retriever.topk, coa.max_observation_tokens)
     observe = _observe(bm25, tiny_tokenizer)
     for hops in (1, 2, 3):
         row = next(r for r in _rows(toy_world_dir) if r["hops"] == hops)

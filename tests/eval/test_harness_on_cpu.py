@@ -29,7 +29,8 @@ def evaluated(tmp_path_factory, tiny_model_dir, tiny_tokenizer, bm25, toy_world_
     out = tmp_path_factory.mktemp("eval")
     dataset = out / "toy.jsonl"  # the taught question first, so the agent searches at least there
     dataset.write_text("".join(json.dumps(q) + "\n" for q in [taught] + [q for q in questions if q is not taught]))
-    cfg = eval_config(model, dataset, bm25_server.url, out, f"react_exemplars={toy_world_dir / 'train.jsonl'}")
+    cfg = eval_config(model, dataset, bm25_server.url, out, f"react_exemplars={toy_world_dir / 'train.jsonl'}",
+                      "methods=[direct,cot,rag,react,react_fewshot,agent]")
     return cfg, run_evaluation(cfg), out
 
 
@@ -71,7 +72,7 @@ def test_a_bad_dataset_file_names_file_line_and_field(tmp_path):
 
 def test_a_missing_model_or_retriever_is_named_before_any_engine_starts(tmp_path, toy_world_dir, tiny_model_dir):
     from autocoa_verl.rl import RLConfigError
-    from tests.loopback import free_port
+    from retriever_server.serve import free_port
 
     with pytest.raises(ValueError, match=r"models.taught='/nope': no Hugging Face model"):
         run_evaluation(eval_config("/nope", toy_world_dir / "test.jsonl", "http://127.0.0.1:1", tmp_path))

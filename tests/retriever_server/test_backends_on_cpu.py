@@ -105,3 +105,22 @@ def test_flashrag_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "flashrag", None)
     with pytest.raises(ModuleNotFoundError, match="retriever=flashrag needs FlashRAG"):
         FlashRAGRetriever.open(flashrag_config={})
+
+
+def test_open_or_build_reuses_rebuilds_and_never_overwrites_another_backend(toy_world_dir, tmp_path):
+    import json
+
+    from retriever_server.base import IndexMismatchError
+    from retriever_server.bm25 import BM25Retriever
+
+    index = tmp_path / "index"
+    BM25Retriever.open_or_build(toy_world_dir / "corpus.jsonl", index)  # missing: built
+    built = (index / "manifest.json").read_text()
+    BM25Retriever.open_or_build(toy_world_dir / "corpus.jsonl", index)  # present and matching: reused
+    assert (index / "manifest.json").read_text() == built
+    other = tmp_path / "dense"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"backend": "dense"}))
+    with pytest.raises(IndexMismatchError, match="is a 'dense' index"):
+        BM25Retriever.open_or_build(toy_world_dir / "corpus.jsonl", other)
+    assert json.loads((other / "manifest.json").read_text()) == {"backend": "dense"}

@@ -9,7 +9,7 @@ import pytest
 from autocoa_verl.agent.retriever_client import RetrieverClient
 from autocoa_verl.config import compose
 from retriever_server.serve import serve_ray
-from tests.loopback import free_port
+from retriever_server.serve import free_port
 
 
 @pytest.fixture
