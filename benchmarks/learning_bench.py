@@ -251,9 +251,10 @@ def targets(report: dict) -> list[str]:
     best = rows[report["best_sft_name"]]
     hops = best["em_by_hops"]
     check = lambda ok: "met" if ok else "NOT met"  # noqa: E731
-    out = [f"best SFT EM >= 0.60: {best['em']:.3f} ({check(best['em'] >= 0.60)}); 1-hop >= 0.90: "
-           f"{hops.get('1', 0):.3f}; 2-hop >= 0.60: {hops.get('2', 0):.3f}; 3-hop >= 0.30: {hops.get('3', 0):.3f}; "
-           f"when-to-act >= 0.95: {best['when_to_act']:.3f}"]
+    wanted = [("EM", best["em"], 0.60), ("1-hop EM", hops.get("1", 0.0), 0.90), ("2-hop EM", hops.get("2", 0.0), 0.60),
+              ("3-hop EM", hops.get("3", 0.0), 0.30), ("when-to-act", best["when_to_act"], 0.95)]
+    out = [f"best SFT ({report['best_sft_name']}) " + "; ".join(
+        f"{name} >= {goal:.2f}: {value:.3f} ({check(value >= goal)})" for name, value, goal in wanted)]
     if report.get("rl_all_real_em") is not None:
         gain = report["rl_all_real_em"] - report["rl_start_em"]
         out.append(f"RL all-real >= +0.05 EM over its start: {gain:+.3f} ({check(gain >= 0.05)})")

@@ -44,7 +44,8 @@ def test_report_carries_every_key_and_checks_the_targets():
         check_report({k: v for k, v in report.items() if k != "rl_mixed_em"})
     report["targets"] = targets(report)
     text = "\n".join(report["targets"])
-    assert "best SFT EM >= 0.60: 0.620 (met)" in text
+    assert "best SFT (SFT-2) EM >= 0.60: 0.620 (met); 1-hop EM >= 0.90: 0.950 (met); 2-hop EM >= 0.60: 0.600 (met)" \
+        in text and "when-to-act >= 0.95: 0.900 (NOT met)" in text
     assert "RL all-real >= +0.05 EM over its start: +0.100 (met)" in text
     assert "RL reward last-5 >= first-5 + 0.10: 0.400 vs 0.200 (met)" in text
     assert "gap +0.020; >= 80% fewer real calls: 85% (met)" in text
