@@ -9,11 +9,12 @@ import textwrap
 import torch
 
 from autocoa_verl.cpu_platform import DUPLICATE_CPU_BACKEND
+from retriever_server.serve import free_port
 
 
 def _run(code: str, **env) -> dict:
     """Runs ``code`` in a fresh interpreter (verl resolves its platform once per process); returns its JSON line."""
-    full_env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29611", "RANK": "0", "LOCAL_RANK": "0",
+    full_env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "LOCAL_RANK": "0",
                 "WORLD_SIZE": "1", **env}
     if "VERL_PLATFORM" not in env:
         full_env.pop("VERL_PLATFORM", None)
