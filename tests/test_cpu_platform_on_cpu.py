@@ -14,8 +14,8 @@ from retriever_server.serve import free_port
 
 def _run(code: str, **env) -> dict:
     """Runs ``code`` in a fresh interpreter (verl resolves its platform once per process); returns its JSON line."""
-    full_env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "LOCAL_RANK": "0",
-                "WORLD_SIZE": "1", **env}
+    full_env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0",
+                "LOCAL_RANK": "0", "WORLD_SIZE": "1", **env}
     if "VERL_PLATFORM" not in env:
         full_env.pop("VERL_PLATFORM", None)
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True,
