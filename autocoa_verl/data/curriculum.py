@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--low", type=float, default=0.0, help="keep pass rate > LOW (default %(default)s)")
     parser.add_argument("--high", type=float, default=1.0, help="keep pass rate < HIGH (default %(default)s)")
     parser.add_argument("--response-length", type=int, default=768, help="as data.max_response_length")
+    parser.add_argument("--keep-all-if-none", action="store_true",
+                        help="write every question (with a warning) when none has a mixed pass rate, instead of failing")
     parser.add_argument("--preset", default="search_r1", help="tag protocol (default %(default)s)")
     args = parser.parse_args(argv)
     if args.samples < 2:
@@ -122,12 +124,16 @@ def main(argv: list[str] | None = None) -> None:
     rates_path.write_text("".join(json.dumps({"id": k, **v}) + "\n" for k, v in rates.items()))
     kept = [row for row in rows if str(row["id"]) in keep]
     if not kept:
-        raise SystemExit(f"no question has {args.low} < pass rate < {args.high} (see {rates_path}): the policy "
-                         "solves all or none; train more SFT, or sample more")
+        message = (f"no question has {args.low} < pass rate < {args.high} (see {rates_path}): the policy solves all "
+                   "or none; train more SFT, or sample more")
+        if not args.keep_all_if_none:
+            raise SystemExit(message)
+        print(f"warning: {message}; writing all {len(rows)} questions (GRPO groups will carry no signal)")
+        kept = rows
     write_verl_parquet(kept, out, data_source="toy_world", split="train", preset=args.preset)
     mean = statistics.fmean(v["pass_rate"] for v in rates.values())
-    print(f"{len(rows)} questions, mean pass rate {mean:.3f}; kept {len(kept)} with {args.low} < pass rate < "
-          f"{args.high} -> {out} (rates: {rates_path})")
+    print(f"{len(rows)} questions, mean pass rate {mean:.3f}; {len(keep)} with {args.low} < pass rate < {args.high}; "
+          f"wrote {len(kept)} -> {out} (rates: {rates_path})")
 
 
 if __name__ == "__main__":
