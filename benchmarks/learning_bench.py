@@ -157,7 +157,7 @@ class Bench:
                                      str(self.toy / "corpus.jsonl"), "--index-dir", str(self.out / "bm25-index"),
                                      "--out", str(path), "--samples", str(a.curriculum_samples), "--limit",
                                      str(a.curriculum_questions), "--temperature", str(a.rl_temperature),
-                                     "--response-length", str(a.response_length)])
+                                     "--response-length", str(a.response_length), "--min-rows", str(a.rl_questions)])
         return path
 
     def rl(self, name: str, config: str, model: Path, data: Path) -> tuple[dict[int, dict[str, float]], Path]:
@@ -264,7 +264,7 @@ def targets(report: dict) -> list[str]:
     if report.get("rl_mixed_em") is not None and report.get("rl_all_real_em") is not None:
         gap = report["rl_all_real_em"] - report["rl_mixed_em"]
         saved = 1 - report["mixed_real_calls"] / max(1, report["all_real_calls"])
-        out.append(f"5:1 within 0.03 EM of all-real: gap {gap:+.3f}; >= 80% fewer real calls: {saved:.0%} "
+        out.append(f"5:1 within 0.03 EM of all-real: gap {gap:+.3f}; >= 80% fewer real calls: {saved:.1%} "
                    f"({check(gap <= 0.03 and saved >= 0.8)})")
     agent = max(r["em"] for r in report["rows"] if r["name"].startswith(("SFT", "RL")))
     margin = agent - report["react_fewshot_em"]

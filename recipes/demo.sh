@@ -95,7 +95,7 @@ step "6/7 RL: a curriculum ($RL_QUESTIONS training questions x 4 samples, keep 0
 rl_data="$BUILD/rl/demo_curriculum.parquet"
 $PY -m autocoa_verl.data.curriculum --model "$model" --questions "$BUILD/toy/train.jsonl" \
   --retriever-url "http://127.0.0.1:$PORT" --out "$rl_data" --limit "$RL_QUESTIONS" \
-  --samples 4 --response-length 768 --keep-all-if-none > "$BUILD/demo-curriculum.log" 2>&1 || { tail -20 "$BUILD/demo-curriculum.log"; fail "RL curriculum"; }
+  --samples 4 --response-length 768 --keep-all-if-none --min-rows 2 > "$BUILD/demo-curriculum.log" 2>&1 || { tail -20 "$BUILD/demo-curriculum.log"; fail "RL curriculum"; }
 tail -1 "$BUILD/demo-curriculum.log"
 rl_out="$BUILD/checkpoints/demo-rl"; log="$BUILD/demo-rl.log"
 $PY recipes/rl.py --config-name rl_mixed +platform=rl_cpu actor_rollout_ref.model.path="$(realpath "$model")" \

@@ -48,7 +48,7 @@ def test_report_carries_every_key_and_checks_the_targets():
         in text and "when-to-act >= 0.95: 0.900 (NOT met)" in text
     assert "RL all-real >= +0.05 EM over its start: +0.100 (met)" in text
     assert "RL reward last-5 >= first-5 + 0.10: 0.400 vs 0.200 (met)" in text
-    assert "gap +0.020; >= 80% fewer real calls: 85% (met)" in text
+    assert "gap +0.020; >= 80% fewer real calls: 85.0% (met)" in text
     assert "few-shot ReAct by >= 0.20 EM: +0.600 (met)" in text
     md = markdown(report)
     assert "| SFT-2 | 0.620 | 0.620 | — | 0.950 | 0.600 | 0.300 | 0.900 | 1.00 | — |" in md

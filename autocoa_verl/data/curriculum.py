@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--low", type=float, default=0.0, help="keep pass rate > LOW (default %(default)s)")
     parser.add_argument("--high", type=float, default=1.0, help="keep pass rate < HIGH (default %(default)s)")
     parser.add_argument("--response-length", type=int, default=768, help="as data.max_response_length")
+    parser.add_argument("--min-rows", type=int, default=1,
+                        help="repeat the kept questions up to this many rows (at least data.train_batch_size: verl "
+                             "drops an incomplete last batch)")
     parser.add_argument("--keep-all-if-none", action="store_true",
                         help="write every question (with a warning) when none has a mixed pass rate, instead of failing")
     parser.add_argument("--preset", default="search_r1", help="tag protocol (default %(default)s)")
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(message)
         print(f"warning: {message}; writing all {len(rows)} questions (GRPO groups will carry no signal)")
         kept = rows
+    kept = [kept[i % len(kept)] for i in range(max(len(kept), args.min_rows))]
     write_verl_parquet(kept, out, data_source="toy_world", split="train", preset=args.preset)
     mean = statistics.fmean(v["pass_rate"] for v in rates.values())
     print(f"{len(rows)} questions, mean pass rate {mean:.3f}; {len(keep)} with {args.low} < pass rate < {args.high}; "
