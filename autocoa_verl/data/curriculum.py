@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="repeat the kept questions up to this many rows (at least data.train_batch_size: verl "
                              "drops an incomplete last batch)")
     parser.add_argument("--keep-all-if-none", action="store_true",
-                        help="write every question (with a warning) when none has a mixed pass rate, instead of failing")
+                        help="write every question (with a warning) when none has a mixed pass rate, instead of "
+                             "failing")
     parser.add_argument("--preset", default="search_r1", help="tag protocol (default %(default)s)")
     args = parser.parse_args(argv)
     if args.samples < 2:
