@@ -30,7 +30,7 @@ def evaluated(tmp_path_factory, tiny_model_dir, tiny_tokenizer, bm25, toy_world_
     dataset = out / "toy.jsonl"  # the taught question first, so the agent searches at least there
     dataset.write_text("".join(json.dumps(q) + "\n" for q in [taught] + [q for q in questions if q is not taught]))
     cfg = eval_config(model, dataset, bm25_server.url, out, f"react_exemplars={toy_world_dir / 'train.jsonl'}",
-                      "methods=[direct,cot,rag,react,react_fewshot,agent]")
+                      "methods=[direct,cot,rag,react,react_fewshot,agent]", "react_exemplar_count=1")
     return cfg, run_evaluation(cfg), out
 
 
