@@ -89,8 +89,7 @@ def preflight(config: DictConfig) -> None:
         for path in _paths(config.data[field]):
             if not Path(path).is_file():
                 raise RLConfigError(f"data.{field}: {path!r} does not exist (make toy-world builds the toy world's).")
-    for path in _paths(config.data.train_files) + _paths(config.data.val_files):
-        check_data_preset(path, config.coa.preset, config.data.get("prompt_key", "prompt"))
+            check_data_preset(path, config.coa.preset, config.data.get("prompt_key", "prompt"))
     schedule_of(config)  # validates the schedule's fields
     if needs_retriever(config):
         check_retriever(config.coa.retriever.url)

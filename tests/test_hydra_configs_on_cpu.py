@@ -23,11 +23,6 @@ COMPOSITIONS = [
      {"retriever/flashrag.yaml"}),
 ]
 
-
-def _compose(name, overrides):
-    return compose(name, overrides)
-
-
 # verl registry files (lists, loaded by verl itself), checked by test_agent_loop_registry
 REGISTRIES = {"agent_loops.yaml"}
 
@@ -43,7 +38,7 @@ def test_agent_loop_registry_names_importable_loops_and_rl_base_uses_it():
     from verl.experimental.agent_loop.agent_loop import AgentLoopBase
     from verl.utils.import_utils import load_class_from_fqn
 
-    config = _compose("rl_stage2", [])
+    config = compose("rl_stage2", [])
     agent = config.actor_rollout_ref.rollout.agent
     # verl resolves the path against the working directory: the project root, where make and the recipes run
     entries = OmegaConf.load(CONFIG_DIR.parent / agent.agent_loop_config_path)
@@ -57,22 +52,22 @@ def test_agent_loop_registry_names_importable_loops_and_rl_base_uses_it():
 
 @pytest.mark.parametrize("name, overrides, _covers", COMPOSITIONS)
 def test_config_composes_and_resolves(name, overrides, _covers):
-    config = _compose(name, overrides)
+    config = compose(name, overrides)
     OmegaConf.to_container(config, resolve=True)  # every interpolation resolves
 
 
 def test_sft_cpu_overlay():
-    config = _compose("sft_stage2", ["+platform=sft_cpu"])
+    config = compose("sft_stage2", ["+platform=sft_cpu"])
     assert config.trainer.device == "cpu"
     assert config.engine.strategy == "fsdp2"
     assert config.model.override_config.attn_implementation == "sdpa"
     assert config.engine.mixed_precision.param_dtype == "fp32"
     assert "hf_model" in config.checkpoint.save_contents
-    assert _compose("sft_stage2", []).trainer.device == "cuda"
+    assert compose("sft_stage2", []).trainer.device == "cuda"
 
 
 def test_sft_stages_differ_only_where_the_method_says():
-    stage1, stage2, stage3 = (_compose(f"sft_stage{i}", []) for i in (1, 2, 3))
+    stage1, stage2, stage3 = (compose(f"sft_stage{i}", []) for i in (1, 2, 3))
     assert (stage1.autocoa.loss, stage2.autocoa.loss, stage3.autocoa.loss) == ("contrastive", "nll", "nll")
     assert stage1.autocoa.alpha == 0.2 and stage1.data.use_dynamic_bsz is False
     assert (stage1.data.custom_cls.name, stage2.data.custom_cls.name) == ("PairSFTDataset", "TrajectorySFTDataset")
@@ -81,7 +76,7 @@ def test_sft_stages_differ_only_where_the_method_says():
 
 
 def test_rl_base_uses_grpo_and_our_reward():
-    config = _compose("rl_stage2", [])
+    config = compose("rl_stage2", [])
     assert config.algorithm.adv_estimator == "grpo_coa"
     assert config.reward.reward_manager.source == "importlib"
     assert config.reward.reward_manager.module.path == "pkg://autocoa_verl.reward.manager"
@@ -95,7 +90,7 @@ def test_rl_base_uses_grpo_and_our_reward():
 def test_ops_swap_the_retriever_with_one_override(name, cls):
     from retriever_server.serve import retriever_class
 
-    config = _compose("retriever_server", [f"retriever={name}", "retriever.options.flashrag_config.index_path=/i"]
+    config = compose("retriever_server", [f"retriever={name}", "retriever.options.flashrag_config.index_path=/i"]
                       if name == "flashrag" else [f"retriever={name}"])
     assert retriever_class(config.retriever).__name__ == cls
     assert config.index_dir == f"build/index/{name}"
@@ -103,13 +98,13 @@ def test_ops_swap_the_retriever_with_one_override(name, cls):
 
 
 def test_rl_stages_differ_only_in_the_observation_schedule():
-    stages = {name: _compose(name, []) for name in ("rl_stage1", "rl_stage2", "rl_mixed")}
+    stages = {name: compose(name, []) for name in ("rl_stage1", "rl_stage2", "rl_mixed")}
     kinds = {name: c.coa.schedule.kind for name, c in stages.items()}
     assert kinds == {"rl_stage1": "always_simulated", "rl_stage2": "always_real", "rl_mixed": "ratio"}
     assert stages["rl_mixed"].coa.schedule.simulated_per_real == 5  # the paper's 5:1
     assert stages["rl_stage1"].coa.schedule.validation == "simulated"  # stage 1 runs without a retriever
     same_name = ["trainer.experiment_name=x"]  # each stage names its run (and so its checkpoint dir)
-    plain = {name: OmegaConf.to_container(_compose(name, same_name), resolve=True) for name in stages}
+    plain = {name: OmegaConf.to_container(compose(name, same_name), resolve=True) for name in stages}
     for c in plain.values():
         c.pop("coa")
     assert plain["rl_stage1"] == plain["rl_stage2"] == plain["rl_mixed"]
@@ -118,10 +113,10 @@ def test_rl_stages_differ_only_in_the_observation_schedule():
 
 
 def test_rl_cpu_overlay():
-    config = _compose("rl_stage2", ["+platform=rl_cpu"])
+    config = compose("rl_stage2", ["+platform=rl_cpu"])
     assert config.trainer.device == "cpu" and config.ray_kwargs.ray_init.num_gpus == 1
     rollout = config.actor_rollout_ref.rollout
     assert (rollout.name, rollout.enable_sleep_mode, rollout.free_cache_engine) == ("vllm", False, False)
     assert config.ray_kwargs.ray_init.runtime_env.env_vars.VLLM_TARGET_DEVICE == "cpu"
     assert config.actor_rollout_ref.actor.strategy == "fsdp2"
-    assert _compose("rl_stage2", []).trainer.device == "cuda"
+    assert compose("rl_stage2", []).trainer.device == "cuda"

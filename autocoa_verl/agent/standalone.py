@@ -16,6 +16,7 @@ from verl.workers.rollout.replica import TokenOutput
 
 from autocoa_verl.agent.coa_loop import CoAAgentLoop
 
+
 def compose_rl_config(overrides: Sequence[str] = (), config_name: str = "rl_stage2") -> DictConfig:
     """The RL config (``hydra_configs/<config_name>.yaml`` on verl's ppo_trainer) with Hydra overrides."""
     from autocoa_verl.config import compose
