@@ -257,7 +257,8 @@ def render_observation(
 ) -> str:
     """Renders retrieved passages (FlashRAG ``contents`` strings) as one observation block.
 
-    The block always ends with the closing tag; when it would exceed ``max_chars`` characters or ``max_tokens``
+    Observation tags quoted inside a passage are escaped (``<`` as ``&lt;``), so that retrieved text can never close
+    the block and put words, an answer say, outside it. The block always ends with the closing tag; when it would exceed ``max_chars`` characters or ``max_tokens``
     tokens (counted with ``count_tokens``), the body is cut and ``TRUNCATION_MARKER`` is written before the tag.
 
     >>> render_observation(['"Quessly"\\nQuessly was founded by Mira Oltan.'])
@@ -271,6 +272,8 @@ def render_observation(
         title, body = passage_title_and_text(contents)
         lines.append(f'Doc {i} ("{title}"): {body}' if title else f"Doc {i}: {body}")
     body = "\n".join(lines) if lines else "No results."
+    for tag in (p.observation_open, p.observation_close):  # a passage quoting a tag must not end the block early
+        body = body.replace(tag, tag.replace("<", "&lt;", 1))
 
     def wrap(b: str) -> str:
         return f"\n{p.observation_open}{b}{p.observation_close}\n"

@@ -25,7 +25,9 @@ from typing import Any
 import orjson
 import psutil
 from cachetools import LRUCache
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 
@@ -200,6 +202,14 @@ def create_app(
 
     app = FastAPI(title="autocoa retriever", lifespan=lifespan)
     app.state.stats, app.state.retriever = stats, retriever
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422 without the offending ``input`` echoed back: a body such as ``Infinity`` cannot be written
+        as JSON, and echoing it turned a client error into a 500."""
+        stats.client_errors += 1
+        return JSONResponse(status_code=422, content={"detail": [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]})
 
     def validate(request: RetrieveRequest) -> tuple[list[str], int]:
         if request.queries is not None and request.query is not None:

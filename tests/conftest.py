@@ -57,3 +57,11 @@ def bm25_server(bm25):
     server = ServerThread(create_app(bm25, cache_size=128)).start()
     yield server
     server.stop()
+
+
+# Property-based tests: reproducible (a fixed example sequence), no example database in the tree, and no per-example
+# deadline (a busy 2-core machine would flake).
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("autocoa", derandomize=True, database=None, deadline=None, max_examples=300)
+settings.load_profile("autocoa")

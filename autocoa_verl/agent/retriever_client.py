@@ -147,7 +147,7 @@ class RetrieverClient:
         attempt, last_kind, last_message = 0, "", ""
         while attempt <= self.max_retries:
             if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+                await self._backoff(attempt)
             attempt += 1
             try:
                 async with self._client().post(self.url, json=payload) as response:
@@ -165,6 +165,10 @@ class RetrieverClient:
                 raise RetrieverError("bad_request", f"HTTP {status}: {body[:300].decode(errors='replace')}", attempt)
             return self._parse(body, len(queries), attempt)
         raise RetrieverError(last_kind, last_message, attempt)
+
+    async def _backoff(self, retry: int) -> None:
+        """The wait before retry number ``retry`` (1, 2, ...): ``backoff_s`` doubled each time."""
+        await asyncio.sleep(self.backoff_s * 2 ** (retry - 1))
 
     @staticmethod
     def _parse(body: bytes, expected: int, attempt: int) -> list[list[Passage]]:

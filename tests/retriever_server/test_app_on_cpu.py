@@ -1,7 +1,10 @@
 import asyncio
+import json
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from retriever_server.app import create_app
 
@@ -113,3 +116,41 @@ def test_backend_failure_is_a_500_with_the_reason(bm25):
 def test_health(bm25):
     assert asyncio.run(_call(create_app(bm25), "GET", "/health")).json() == {
         "status": "ok", "backend": "bm25", "documents": len(bm25.corpus)}
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=4), max_leaves=10)
+_field_values = {
+    "queries": _json | st.lists(st.text(max_size=80), max_size=10),
+    "query": _json | st.text(max_size=80),
+    "topk": _json | st.integers(-3, 12),
+    "return_scores": _json,
+}
+_request_body = st.fixed_dictionaries({}, optional=_field_values) | _json  # near-valid requests, and anything
+
+
+@given(body=_request_body)
+def test_fuzzed_bodies_get_a_result_or_a_4xx_naming_the_field(bm25, body):
+    app = create_app(bm25, max_batch=8, max_query_chars=64, max_topk=5)
+    response = asyncio.run(_call(app, "POST", "/retrieve", content=json.dumps(body),
+                                 headers={"content-type": "application/json"}))
+    assert response.status_code < 500, response.text
+    if response.status_code == 200:
+        queries = body["queries"] if body.get("queries") is not None else [body["query"]]
+        assert len(response.json()["result"]) == len(queries)
+        return
+    assert 400 <= response.status_code < 500
+    for error in response.json()["detail"]:
+        assert error["loc"][0] == "body" and error["msg"]
+        if isinstance(body, dict):  # a request object: the error names the field (or the item) it is about
+            assert len(error["loc"]) >= 2, error
+
+
+@given(body=st.binary(max_size=40))
+def test_bytes_that_are_not_json_are_a_4xx_about_the_body(bm25, body):
+    response = asyncio.run(_call(create_app(bm25), "POST", "/retrieve", content=body,
+                                 headers={"content-type": "application/json"}))
+    assert response.status_code in (200, 400, 422), response.text  # 200 only when the bytes are a valid request
+    if response.status_code != 200:  # 400: not UTF-8 (Starlette); 422: not JSON, or not a request object
+        assert "body" in response.text
