@@ -56,7 +56,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE ?= disabled
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install install-gpu lock test demo toy-world models clean index retriever bench-retriever bench-rollout eval \
+.PHONY: help install install-gpu lock test test-fast demo toy-world models clean index retriever bench-retriever bench-rollout eval \
   sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft rl-stage1 rl-stage2 rl bench-rl bench-learning
 
 help:  ## list the targets
@@ -84,8 +84,11 @@ lock: $(STAMP)  ## rewrite requirements/lock-cpu.txt from the current venv (keep
 	{ sed -n '/^#/p' requirements/lock-cpu.txt; $(PIP) freeze --exclude-editable | grep -v '^autocoa\|^vllm @\|^vllm=='; } > requirements/lock-cpu.txt.new
 	mv requirements/lock-cpu.txt.new requirements/lock-cpu.txt
 
-test: $(STAMP)  ## install, then run the CPU test suite
+test: $(STAMP)  ## install, then run the CPU test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the edit loop: unit and fake-model tests, without the e2e ones (< 3 min)
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 toy-world: $(STAMP)  ## build the toy world (corpus, QA splits, verl parquet) in $(BUILD)/toy
 	$(PY) -m autocoa_verl.data.toy_world --out $(BUILD)/toy

@@ -6,7 +6,11 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from autocoa_verl.config import config_dir
+
+pytestmark = pytest.mark.e2e  # builds and installs a wheel
 
 
 def test_the_wheel_ships_every_config_and_composes_from_the_installed_package(tmp_path):

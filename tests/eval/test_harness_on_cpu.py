@@ -12,6 +12,8 @@ from autocoa_verl.eval.harness import load_dataset, run_evaluation
 from autocoa_verl.reward.scoring import exact_match
 from tests.agent.overfit import teach_one_search
 
+pytestmark = pytest.mark.e2e  # a vLLM-CPU engine and a taught model
+
 LABELS = ["direct", "cot", "rag", "react", "react_fewshot", "agent (taught)"]
 
 

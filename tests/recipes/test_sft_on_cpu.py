@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from autocoa_verl.data.oracle import Observations, write_oracle_parquet
 from autocoa_verl.sft.trainer import latest_hf_checkpoint
+
+pytestmark = pytest.mark.e2e  # real SFT runs under torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 

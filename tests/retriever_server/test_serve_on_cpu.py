@@ -11,6 +11,8 @@ from autocoa_verl.config import compose
 from retriever_server.serve import serve_ray
 from retriever_server.serve import free_port
 
+pytestmark = pytest.mark.e2e  # a local Ray cluster and Ray Serve
+
 
 @pytest.fixture
 def local_ray(monkeypatch):
