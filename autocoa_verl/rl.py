@@ -6,13 +6,11 @@ replica all come in through verl's own hooks, named in ``hydra_configs/rl_base.y
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from autocoa_verl.agent.retriever_client import check_retriever
 from autocoa_verl.agent.schedule import ObservationSchedule
 from autocoa_verl.errors import ConfigError
 
@@ -42,18 +40,6 @@ def needs_retriever(config: DictConfig) -> bool:
     if steps is None:
         return True
     return schedule.count(1, int(steps))["real"] > 0
-
-
-def check_retriever(url: str, timeout_s: float = 5.0, field: str = "coa.retriever.url") -> None:
-    """``GET {url}/health``; raises :class:`RLConfigError` naming ``field`` if it does not answer."""
-    health = url.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(health, timeout=timeout_s) as response:
-            json.loads(response.read() or b"{}")
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise RLConfigError(
-            f"{field}={url!r}: no retriever answered {health} ({error}). Start one (make retriever) or pass its "
-            "address (RETRIEVER=http://host:port); RL stage 1 (rl_stage1) needs none.") from error
 
 
 def _paths(files) -> list[str]:
@@ -92,7 +78,11 @@ def preflight(config: DictConfig) -> None:
             check_data_preset(path, config.coa.preset, config.data.get("prompt_key", "prompt"))
     schedule_of(config)  # validates the schedule's fields
     if needs_retriever(config):
-        check_retriever(config.coa.retriever.url)
+        try:
+            check_retriever(config.coa.retriever.url, "coa.retriever.url")
+        except ConfigError as error:
+            raise RLConfigError(f"{error}. Start one (make retriever) or pass its address (RETRIEVER=http://host:port);"
+                                " RL stage 1 (rl_stage1) needs none.") from None
 
 
 def run_rl(config: DictConfig) -> None:

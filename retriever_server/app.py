@@ -1,4 +1,5 @@
-"""``create_app(retriever)``: the HTTP retrieval service (FastAPI, no module globals).
+"""The retrieval service: ``RetrievalService`` (validation, cache, batched search; no HTTP) and ``create_app``, the thin
+FastAPI app over it (no module globals).
 
 Speaks the contract of Search-R1's retrieval server and verl's former SearchTool::
 
@@ -161,23 +162,17 @@ class QueryBatcher:
                 start = end
 
 
-def _field_error(status: int, loc: list, message: str) -> HTTPException:
-    """An error body shaped like FastAPI's own validation errors, naming the field."""
-    return HTTPException(status_code=status, detail=[{"loc": ["body", *loc], "msg": message}])
+class RequestError(ValueError):
+    """A request the service refuses: the HTTP status and the field it is about (``loc``, FastAPI's shape)."""
+
+    def __init__(self, status: int, loc: list, message: str):
+        super().__init__(message)
+        self.status, self.loc, self.message = status, loc, message
 
 
-def create_app(
-    retriever: Any,
-    *,
-    default_topk: int = 3,
-    max_topk: int = 100,
-    max_batch: int = 1024,
-    max_query_chars: int = 2048,
-    cache_size: int = 0,
-    batch_wait_ms: float = 0.0,
-    max_batch_queries: int = 512,
-) -> FastAPI:
-    """The FastAPI app serving ``retriever`` (anything with FlashRAG's ``batch_search``).
+class RetrievalService:
+    """What ``/retrieve`` does, without HTTP: validate a request, answer it from the cache or the batched backend,
+    keep the stats.
 
     Args:
         default_topk: ``topk`` when a request gives none.
@@ -188,92 +183,121 @@ def create_app(
         batch_wait_ms: how long the batcher waits for more requests to merge (0: only what is already queued).
         max_batch_queries: the largest merged backend batch.
     """
-    stats = ServerStats()
-    batcher = QueryBatcher(retriever, stats, max_batch_queries=max_batch_queries, max_wait_s=batch_wait_ms / 1000)
-    cache: LRUCache | None = LRUCache(maxsize=cache_size) if cache_size > 0 else None
-    backend = getattr(retriever, "backend", type(retriever).__name__)
-    documents = len(getattr(retriever, "corpus", []) or [])
+
+    def __init__(self, retriever: Any, *, default_topk: int = 3, max_topk: int = 100, max_batch: int = 1024,
+                 max_query_chars: int = 2048, cache_size: int = 0, batch_wait_ms: float = 0.0,
+                 max_batch_queries: int = 512):
+        self.retriever, self.stats = retriever, ServerStats()
+        self.default_topk, self.max_topk, self.max_batch = default_topk, max_topk, max_batch
+        self.max_query_chars = max_query_chars
+        self.batcher = QueryBatcher(retriever, self.stats, max_batch_queries=max_batch_queries,
+                                    max_wait_s=batch_wait_ms / 1000)
+        self.cache: LRUCache | None = LRUCache(maxsize=cache_size) if cache_size > 0 else None
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "backend": getattr(self.retriever, "backend", type(self.retriever).__name__),
+                "documents": len(getattr(self.retriever, "corpus", []) or [])}
+
+    def validate(self, request: RetrieveRequest) -> tuple[list[str], int]:
+        """The request's queries and topk; raises :class:`RequestError` naming the field."""
+        if request.queries is not None and request.query is not None:
+            raise RequestError(422, ["queries"], "give either 'queries' or 'query', not both")
+        if request.queries is None and request.query is None:
+            raise RequestError(422, ["queries"], "field required: 'queries' (a list of strings) or 'query'")
+        queries = request.queries if request.queries is not None else [request.query]
+        if not queries:
+            raise RequestError(422, ["queries"], "must not be empty")
+        if len(queries) > self.max_batch:
+            raise RequestError(413, ["queries"], f"{len(queries)} queries in one request; the limit is "
+                                                 f"{self.max_batch}")
+        for i, query in enumerate(queries):
+            if not query.strip():
+                raise RequestError(422, ["queries", i], "empty query")
+            if len(query) > self.max_query_chars:
+                raise RequestError(422, ["queries", i], f"query of {len(query)} characters; the limit is "
+                                                        f"{self.max_query_chars}")
+        topk = self.default_topk if request.topk is None else request.topk
+        if not 1 <= topk <= self.max_topk:
+            raise RequestError(422, ["topk"], f"must be between 1 and {self.max_topk}, got {topk}")
+        return queries, topk
+
+    async def search(self, queries: list[str], topk: int) -> tuple[list, list]:
+        """Hits and scores per query, through the LRU cache (if any) and the batcher."""
+        if self.cache is None:
+            return await self.batcher.search(queries, topk)
+        missing = [q for q in dict.fromkeys(queries) if (q, topk) not in self.cache]
+        self.stats.cache_hits += len(queries) - len(missing)
+        self.stats.cache_misses += len(missing)
+        if missing:
+            docs, scores = await self.batcher.search(missing, topk)
+            for q, d, s in zip(missing, docs, scores):
+                self.cache[(q, topk)] = (d, s)
+        hits = [self.cache[(q, topk)] for q in queries]
+        return [h[0] for h in hits], [h[1] for h in hits]
+
+    async def retrieve(self, request: RetrieveRequest) -> dict[str, Any]:
+        """The response body of one request. Raises :class:`RequestError`, or the backend's own error."""
+        start = time.perf_counter()
+        self.stats.requests += 1
+        try:
+            queries, topk = self.validate(request)
+        except RequestError:
+            self.stats.client_errors += 1
+            raise
+        self.stats.queries += len(queries)
+        try:
+            docs, scores = await self.search(queries, topk)
+        except Exception:
+            self.stats.server_errors += 1
+            raise
+        if request.return_scores:
+            result = [[{"document": d, "score": s} for d, s in zip(ds, ss)] for ds, ss in zip(docs, scores)]
+        else:
+            result = docs
+        self.stats.latencies_ms.append((time.perf_counter() - start) * 1000)
+        return {"result": result}
+
+
+def create_app(retriever: Any, **options: Any) -> FastAPI:
+    """The FastAPI app serving ``retriever`` (anything with FlashRAG's ``batch_search``); ``options`` are
+    :class:`RetrievalService`'s."""
+    service = RetrievalService(retriever, **options)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
+        service.batcher.start()
         yield
-        await batcher.stop()
+        await service.batcher.stop()
 
     app = FastAPI(title="autocoa retriever", lifespan=lifespan)
-    app.state.stats, app.state.retriever = stats, retriever
+    app.state.service = service
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
         """FastAPI's 422 without the offending ``input`` echoed back: a body such as ``Infinity`` cannot be written
         as JSON, and echoing it turned a client error into a 500."""
-        stats.client_errors += 1
+        service.stats.client_errors += 1
         return JSONResponse(status_code=422, content={"detail": [
             {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]})
 
-    def validate(request: RetrieveRequest) -> tuple[list[str], int]:
-        if request.queries is not None and request.query is not None:
-            raise _field_error(422, ["queries"], "give either 'queries' or 'query', not both")
-        if request.queries is None and request.query is None:
-            raise _field_error(422, ["queries"], "field required: 'queries' (a list of strings) or 'query'")
-        queries = request.queries if request.queries is not None else [request.query]
-        if not queries:
-            raise _field_error(422, ["queries"], "must not be empty")
-        if len(queries) > max_batch:
-            raise _field_error(413, ["queries"], f"{len(queries)} queries in one request; the limit is {max_batch}")
-        for i, query in enumerate(queries):
-            if not query.strip():
-                raise _field_error(422, ["queries", i], "empty query")
-            if len(query) > max_query_chars:
-                raise _field_error(422, ["queries", i], f"query of {len(query)} characters; the limit is "
-                                                        f"{max_query_chars}")
-        topk = default_topk if request.topk is None else request.topk
-        if not 1 <= topk <= max_topk:
-            raise _field_error(422, ["topk"], f"must be between 1 and {max_topk}, got {topk}")
-        return queries, topk
-
-    async def search(queries: list[str], topk: int) -> tuple[list, list]:
-        if cache is None:
-            return await batcher.search(queries, topk)
-        missing = [q for q in dict.fromkeys(queries) if (q, topk) not in cache]
-        stats.cache_hits += len(queries) - len(missing)
-        stats.cache_misses += len(missing)
-        if missing:
-            docs, scores = await batcher.search(missing, topk)
-            for q, d, s in zip(missing, docs, scores):
-                cache[(q, topk)] = (d, s)
-        hits = [cache[(q, topk)] for q in queries]
-        return [h[0] for h in hits], [h[1] for h in hits]
-
     @app.post("/retrieve")
     async def retrieve(request: RetrieveRequest) -> Response:
-        start = time.perf_counter()
-        stats.requests += 1
         try:
-            queries, topk = validate(request)
-        except HTTPException:
-            stats.client_errors += 1
-            raise
-        stats.queries += len(queries)
-        try:
-            docs, scores = await search(queries, topk)
+            body = await service.retrieve(request)
+        except RequestError as error:  # shaped like FastAPI's own validation errors, naming the field
+            raise HTTPException(status_code=error.status, detail=[{"loc": ["body", *error.loc],
+                                                                   "msg": error.message}]) from None
         except Exception as error:
-            stats.server_errors += 1
             raise HTTPException(status_code=500, detail=f"retriever failed: {type(error).__name__}: {error}")
-        if request.return_scores:
-            result = [[{"document": d, "score": s} for d, s in zip(ds, ss)] for ds, ss in zip(docs, scores)]
-        else:
-            result = docs
-        body = orjson.dumps({"result": result})  # the hot path: skip FastAPI's response-model round trip
-        stats.latencies_ms.append((time.perf_counter() - start) * 1000)
-        return Response(content=body, media_type="application/json")
+        # the hot path: skip FastAPI's response-model round trip
+        return Response(content=orjson.dumps(body), media_type="application/json")
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "backend": backend, "documents": documents}
+        return service.health()
 
     @app.get("/stats")
     async def get_stats() -> dict:
-        return stats.snapshot()
+        return service.stats.snapshot()
 
     return app

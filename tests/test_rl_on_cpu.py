@@ -3,7 +3,8 @@
 import pytest
 
 from autocoa_verl.agent.standalone import compose_rl_config
-from autocoa_verl.rl import RLConfigError, check_retriever, needs_retriever, preflight
+from autocoa_verl.agent.retriever_client import check_retriever
+from autocoa_verl.rl import RLConfigError, needs_retriever, preflight
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_preflight_names_the_missing_retriever(paths):
 
 
 def test_preflight_accepts_a_live_retriever(paths, bm25_server):
-    check_retriever(bm25_server.url)
+    assert check_retriever(bm25_server.url, "coa.retriever.url")["backend"] == "bm25"
     preflight(compose_rl_config([*paths, f"coa.retriever.url={bm25_server.url}"], "rl_stage2"))
 
 

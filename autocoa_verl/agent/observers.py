@@ -12,7 +12,7 @@ import asyncio
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from autocoa_verl.agent.retriever_client import RetrieverClient, RetrieverError
 from autocoa_verl.agent.schedule import Source
@@ -42,14 +42,6 @@ class Observation:
 
 class ObservationBudgetError(ValueError):
     """The token budget left for an observation cannot even hold its tags."""
-
-
-class ObservationProvider(Protocol):
-    source: Source
-
-    async def observe(self, query: str, context_ids: list[int], max_tokens: int, request_id: str,
-                      sampling_params: dict[str, Any]) -> Observation:
-        """The observation for ``query``; ``context_ids`` is prompt + response so far; at most ``max_tokens``."""
 
 
 def tokens_through(tokenizer, token_ids: list[int], n_chars: int) -> int:

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import aiohttp
 from cachetools import LRUCache
 
+from autocoa_verl.errors import ConfigError
+
 
 class RetrieverError(RuntimeError):
     """Retrieval failed after the allowed attempts.
@@ -63,7 +65,8 @@ class RetrieverClient:
         self._pending: dict[int, list[tuple[list[str], asyncio.Future]]] = {}
         self._flush: asyncio.Task | None = None  # the flush collecting calls now, if any
         self._flushing: set[asyncio.Task] = set()  # strong references: the loop only keeps weak ones
-        self.url = url.rstrip("/") + "/retrieve"
+        self.base_url = url.rstrip("/")
+        self.url = self.base_url + "/retrieve"
         self.topk, self.timeout_s, self.max_retries = topk, timeout_s, max_retries
         self.backoff_s, self.max_batch = backoff_s, max_batch
         self._cache: LRUCache | None = LRUCache(cache_size) if cache_size > 0 else None
@@ -87,6 +90,23 @@ class RetrieverClient:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                                                connector=aiohttp.TCPConnector(limit=self.max_connections))
         return self._http
+
+    async def health(self) -> dict[str, Any]:
+        """``GET /health`` (the server's backend and document count), once: a probe asks whether the server is there
+        now. Raises ``RetrieverError``."""
+        try:
+            async with self._client().get(self.base_url + "/health") as response:
+                status, body = response.status, await response.read()
+        except asyncio.TimeoutError:
+            raise RetrieverError("timeout", f"no answer within {self.timeout_s}s", 1) from None
+        except aiohttp.ClientError as error:
+            raise RetrieverError("connection", f"{type(error).__name__}: {error}", 1) from None
+        if status != 200:
+            raise RetrieverError("server" if status >= 500 else "bad_request", f"HTTP {status} from /health", 1)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise RetrieverError("bad_response", f"/health answered no JSON: {body[:100]!r}", 1) from None
 
     async def search(self, queries: Sequence[str], topk: int | None = None) -> list[list[Passage]]:
         """Top-``topk`` passages per query, in order. Raises ``RetrieverError``."""
@@ -181,3 +201,17 @@ class RetrieverClient:
         except (ValueError, KeyError, TypeError) as error:
             raise RetrieverError("bad_response", f"{type(error).__name__}: {error}", attempt) from None
 
+
+
+def check_retriever(url: str, field: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """A blocking :meth:`RetrieverClient.health` for preflight checks: the server's health, or a ``ConfigError`` that
+    names the config ``field`` holding ``url``."""
+
+    async def probe() -> dict[str, Any]:
+        async with RetrieverClient(url, timeout_s=timeout_s, max_retries=0) as client:
+            return await client.health()
+
+    try:
+        return asyncio.run(probe())
+    except RetrieverError as error:
+        raise ConfigError(f"{field}={url!r}: no retriever answered {url.rstrip('/')}/health ({error})") from None

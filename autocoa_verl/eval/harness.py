@@ -51,10 +51,6 @@ class RecordFile:
                 self.done.add((r["id"], r["sample"]))
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
 def summarize(records: Sequence[dict]) -> dict[str, Any]:
     """Per metric: mean over questions of each sample, then mean and spread (std) over samples; accuracy by number of
     actions and by hops; when-to-act where the data says whether search was needed.
@@ -206,11 +202,9 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     per model, started only if that model has questions left."""
     from omegaconf import OmegaConf
 
-    from autocoa_verl.agent.retriever_client import RetrieverClient
+    from autocoa_verl.agent.retriever_client import RetrieverClient, check_retriever
     from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
     from autocoa_verl.eval.methods import Methods
-
-    from autocoa_verl.rl import check_retriever
 
     out_dir = Path(cfg.out_dir)
     models = {str(k): str(v) for k, v in cfg.models.items()}

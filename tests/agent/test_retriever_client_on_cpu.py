@@ -190,3 +190,14 @@ def test_a_call_queued_while_a_flush_is_fetching_is_flushed_too(bm25):
     finally:
         server.stop()
     assert len(first[0]) == 2 and len(late[0]) == 2
+
+
+def test_health_answers_or_raises_at_once(bm25_server):
+    async def probe(url):
+        async with RetrieverClient(url, timeout_s=2, max_retries=3) as client:
+            return await client.health()
+
+    assert asyncio.run(probe(bm25_server.url))["backend"] == "bm25"
+    with pytest.raises(RetrieverError) as error:
+        asyncio.run(probe(f"http://127.0.0.1:{free_port()}"))
+    assert (error.value.kind, error.value.attempts) == ("connection", 1)  # a probe is not retried

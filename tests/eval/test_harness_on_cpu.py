@@ -77,13 +77,13 @@ def test_a_bad_dataset_file_names_file_line_and_field(tmp_path):
 
 
 def test_a_missing_model_or_retriever_is_named_before_any_engine_starts(tmp_path, toy_world_dir, tiny_model_dir):
-    from autocoa_verl.rl import RLConfigError
+    from autocoa_verl.errors import ConfigError
     from retriever_server.serve import free_port
 
     with pytest.raises(ValueError, match=r"models.taught='/nope': no Hugging Face model"):
         run_evaluation(eval_config("/nope", toy_world_dir / "test.jsonl", "http://127.0.0.1:1", tmp_path))
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(RLConfigError, match=r"retriever_url='http://127.0.0.1:\d+': no retriever answered"):
+    with pytest.raises(ConfigError, match=r"retriever_url='http://127.0.0.1:\d+': no retriever answered"):
         run_evaluation(eval_config(tiny_model_dir, toy_world_dir / "test.jsonl", url, tmp_path))
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retriever_server.app import create_app
+from retriever_server.app import RequestError, RetrievalService, RetrieveRequest, create_app
 
 
 class RecordingRetriever:
@@ -154,3 +154,14 @@ def test_bytes_that_are_not_json_are_a_4xx_about_the_body(bm25, body):
     assert response.status_code in (200, 400, 422), response.text  # 200 only when the bytes are a valid request
     if response.status_code != 200:  # 400: not UTF-8 (Starlette); 422: not JSON, or not a request object
         assert "body" in response.text
+
+
+def test_the_service_answers_and_refuses_without_http(bm25):
+    service = RetrievalService(bm25, max_topk=5, cache_size=4)
+    body = asyncio.run(service.retrieve(RetrieveRequest(query="Arlo founder", topk=2, return_scores=True)))
+    docs, scores = bm25.batch_search(["Arlo founder"], 2, return_scores=True)
+    assert body == {"result": [[{"document": d, "score": s} for d, s in zip(docs[0], scores[0])]]}
+    with pytest.raises(RequestError) as error:
+        asyncio.run(service.retrieve(RetrieveRequest(queries=["ok"], topk=9)))
+    assert (error.value.status, error.value.loc) == (422, ["topk"])
+    assert (service.stats.requests, service.stats.client_errors, service.stats.queries) == (2, 1, 1)
