@@ -11,21 +11,33 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
+
+
+MAX_REPORTED_ERRORS = 20
 
 
 class ConfigError(ValueError):
     """A run that cannot start: the message names the config field and what is wrong with it."""
 
 
+class DataFileError(ValueError):
+    """A data file has bad rows; ``errors`` lists one ``where: problem`` line for each (the first
+    ``MAX_REPORTED_ERRORS`` of ``total``)."""
+
+    def __init__(self, path: str | Path, errors: list[str], total: int):
+        self.errors = errors
+        more = f"\n  ... and {total - len(errors)} more" if total > len(errors) else ""
+        super().__init__(f"{path}: {total} bad row(s):\n  " + "\n  ".join(errors) + more)
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The exceptions that describe bad input rather than a bug (imported here, lazily, to keep imports light)."""
-    from autocoa_verl.data.qa_files import QAFileError
-    from autocoa_verl.data.sft_files import SFTFileError
     from retriever_server.base import IndexMismatchError
     from retriever_server.corpus import CorpusError
 
-    return ConfigError, QAFileError, SFTFileError, IndexMismatchError, CorpusError, FileNotFoundError
+    return ConfigError, DataFileError, IndexMismatchError, CorpusError, FileNotFoundError
 
 
 def user_errors(main: Callable[..., Any]) -> Callable[..., Any]:

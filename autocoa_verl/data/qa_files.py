@@ -13,18 +13,11 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from autocoa_verl.errors import MAX_REPORTED_ERRORS, DataFileError
 from autocoa_verl.protocol import DEFAULT_PRESET, build_prompt
 
-MAX_REPORTED_ERRORS = 20
-
-
-class QAFileError(ValueError):
+class QAFileError(DataFileError):
     """A QA file has bad rows; ``errors`` lists ``path:line: message`` for each."""
-
-    def __init__(self, path: str | Path, errors: list[str], total: int):
-        self.errors = errors
-        more = f"\n  ... and {total - len(errors)} more" if total > len(errors) else ""
-        super().__init__(f"{path}: {total} bad row(s):\n  " + "\n  ".join(errors) + more)
 
 
 def _row_problem(row: object, seen_ids: set[str]) -> str | None:

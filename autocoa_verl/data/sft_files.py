@@ -19,20 +19,15 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from autocoa_verl.data.qa_files import MAX_REPORTED_ERRORS
+from autocoa_verl.errors import MAX_REPORTED_ERRORS, DataFileError
 
 SOURCES = ("model", "env")
 KINDS = ("coa", "cot")
 FORMATS = ("trajectories", "pairs")
 
 
-class SFTFileError(ValueError):
+class SFTFileError(DataFileError):
     """An SFT parquet has bad rows; ``errors`` lists ``path: row N (id X): problem`` for each."""
-
-    def __init__(self, path: str | Path, errors: list[str], total: int):
-        self.errors = errors
-        more = f"\n  ... and {total - len(errors)} more" if total > len(errors) else ""
-        super().__init__(f"{path}: {total} bad row(s):\n  " + "\n  ".join(errors) + more)
 
 
 def plain(value: Any) -> Any:

@@ -14,12 +14,12 @@ Run with ``recipes/synthesize.py`` (``make synthesize``).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
 from autocoa_verl.data.sft_files import trajectory_row, write_sft_parquet
+from autocoa_verl.jsonl import JsonlRecords
 from autocoa_verl.protocol import build_prompt, get_preset
 from autocoa_verl.reward import compute_score
 
@@ -56,14 +56,13 @@ class _ResumableOutput:
 
     def __init__(self, out_dir: Path, name: str):
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.rows_path, self.done_path = out_dir / f"{name}.jsonl", out_dir / f"{name}_done_ids.txt"
-        self.rows = {r["id"]: r for r in map(json.loads, open(self.rows_path))} if self.rows_path.exists() else {}
+        self.log, self.done_path = JsonlRecords(out_dir / f"{name}.jsonl"), out_dir / f"{name}_done_ids.txt"
+        self.rows = {r["id"]: r for r in self.log.records}
         self.done = set(self.done_path.read_text().split()) if self.done_path.exists() else set()
         self.kinds = Counter(r.get("kind") for r in self.rows.values())  # kept rows by kind (trajectories)
 
     def add(self, rows: list[dict], done_ids: list[str]) -> None:
-        with open(self.rows_path, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        self.log.add(rows)
         with open(self.done_path, "a") as f:
             f.writelines(f"{i}\n" for i in done_ids)
         self.kinds.update(r.get("kind") for r in rows if r["id"] not in self.rows)

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from autocoa_verl.data.qa_files import read_qa_jsonl
 from autocoa_verl.errors import ConfigError
+from autocoa_verl.jsonl import JsonlRecords
 
 METRICS = ("em", "f1", "subem", "format_ok", "searches", "response_tokens", "wall_s")
 
@@ -27,28 +28,17 @@ def load_dataset(path: str | Path, limit: int | None = None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
-class RecordFile:
-    """One row label on one dataset: the records so far, and appends that survive a crash."""
+class RecordFile(JsonlRecords):
+    """One row label on one dataset: the records so far, and which (question, sample) pairs they cover."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self.records: list[dict] = []
-        if path.exists():
-            for line_no, line in enumerate(open(path, encoding="utf-8"), 1):
-                if line.strip():
-                    try:
-                        self.records.append(json.loads(line))
-                    except json.JSONDecodeError:  # a line cut by a crash: that question runs again
-                        print(f"{path}:{line_no}: unreadable record skipped (it will be re-run)")
+        super().__init__(path)
         self.done = {(r["id"], r["sample"]) for r in self.records}
 
-    def add(self, records: Iterable[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
-                self.records.append(r)
-                self.done.add((r["id"], r["sample"]))
+    def add(self, records: Iterable[dict]) -> list[dict]:
+        records = super().add(records)
+        self.done.update((r["id"], r["sample"]) for r in records)
+        return records
 
 
 def summarize(records: Sequence[dict]) -> dict[str, Any]:
