@@ -19,16 +19,10 @@ class RLConfigError(ConfigError):
     """An RL run that cannot start: names the config field and what is wrong with it."""
 
 
-def schedule_of(config: DictConfig) -> ObservationSchedule:
-    s = config.coa.schedule
-    return ObservationSchedule(kind=s.kind, simulated_per_real=s.simulated_per_real,
-                               simulated_steps=s.simulated_steps, validation=s.validation)
-
-
 def needs_retriever(config: DictConfig) -> bool:
     """Whether any rollout of this run (training up to ``total_training_steps`` if set, or validation) searches the
     real retriever."""
-    schedule = schedule_of(config)
+    schedule = ObservationSchedule.from_config(config.coa.schedule)
     if schedule.kind == "always_real":
         return True
     validates = config.trainer.test_freq > 0 or config.trainer.val_before_train or config.trainer.val_only
@@ -76,7 +70,7 @@ def preflight(config: DictConfig) -> None:
             if not Path(path).is_file():
                 raise RLConfigError(f"data.{field}: {path!r} does not exist (make toy-world builds the toy world's).")
             check_data_preset(path, config.coa.preset, config.data.get("prompt_key", "prompt"))
-    schedule_of(config)  # validates the schedule's fields
+    ObservationSchedule.from_config(config.coa.schedule)  # validates the schedule's fields
     if needs_retriever(config):
         try:
             check_retriever(config.coa.retriever.url, "coa.retriever.url")

@@ -14,7 +14,7 @@ from autocoa_verl.errors import user_errors
 @hydra.main(config_path="pkg://hydra_configs", config_name="synthesis", version_base=None)
 @user_errors
 def main(cfg: DictConfig) -> None:
-    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
+    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config, sampling_params
     from autocoa_verl.data.qa_files import read_qa_jsonl
     from autocoa_verl.data.sft_files import read_sft_parquet
     from autocoa_verl.data.synthesis import synthesize, synthesize_pairs
@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     server = LocalVLLMServer(cfg.teacher, max_model_len=cfg.max_model_len, **OmegaConf.to_container(cfg.engine))
     try:
         rollout = StandaloneRollout(config, server)
-        sampling = {**OmegaConf.to_container(cfg.sampling), "repetition_penalty": 1.0, "logprobs": False}
+        sampling = sampling_params(**OmegaConf.to_container(cfg.sampling))
         counts = server.run(synthesize(rollout, questions, cfg.out_dir, coa_target=cfg.coa_target,
                                        cot_target=cfg.cot_target, samples_per_question=cfg.samples_per_question,
                                        batch_size=cfg.batch_size, sampling_params=sampling, preset=cfg.preset))

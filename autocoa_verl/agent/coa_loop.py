@@ -78,7 +78,7 @@ class CoAAgentLoop(AgentLoopBase):
         self.max_actions = int(coa.max_actions)
         self.max_observation_tokens = int(coa.max_observation_tokens)
         self.max_query_chars = int(coa.max_query_chars)
-        self.schedule = ObservationSchedule(**coa.schedule)
+        self.schedule = ObservationSchedule.from_config(coa.schedule)
         self.response_length = int(self.rollout_config.response_length)
         self.stops = self.preset.stop_strings()
 

@@ -44,6 +44,12 @@ class ObservationSchedule:
         if self.validation not in ("real", "simulated"):
             raise ValueError(f"coa.schedule.validation={self.validation!r}: choose 'real' or 'simulated'")
 
+    @classmethod
+    def from_config(cls, schedule) -> "ObservationSchedule":
+        """From ``coa.schedule`` (any mapping of this class's fields): the one way the loop and the RL preflight
+        build it."""
+        return cls(**schedule)
+
     def source(self, step: int | None, validate: bool = False) -> Source:
         """The source for a rollout at ``step``; ``step`` may be None only for the ``always_*`` kinds."""
         if validate:

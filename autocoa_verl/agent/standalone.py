@@ -34,12 +34,18 @@ def build_agent_loop(config: DictConfig, server_manager: Any, tokenizer: Any,
                         hf_model_type=hf_model_type)
 
 
+def sampling_params(temperature: float = 1.0, top_p: float = 1.0, top_k: int = -1,
+                    logprobs: bool = False) -> dict[str, Any]:
+    """The sampling dict verl's agent loop hands its server (``repetition_penalty`` 1.0 as verl's worker sets it);
+    every standalone caller (curriculum, evaluation, synthesis) builds its dict here."""
+    return dict(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=1.0, logprobs=logprobs)
+
+
 def rollout_sampling_params(config: DictConfig, validate: bool) -> dict[str, Any]:
     """The sampling parameters verl's worker would pass (validation uses ``rollout.val_kwargs``)."""
     rollout = config.actor_rollout_ref.rollout
     source = rollout.val_kwargs if validate else rollout
-    return dict(temperature=source.temperature, top_p=source.top_p, top_k=source.top_k, repetition_penalty=1.0,
-                logprobs=bool(rollout.calculate_log_probs))
+    return sampling_params(source.temperature, source.top_p, source.top_k, bool(rollout.calculate_log_probs))
 
 
 class LocalVLLMServer:

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from contextlib import nullcontext
 
-    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
+    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config, sampling_params
     from autocoa_verl.data.qa_files import read_qa_jsonl, write_verl_parquet
     from retriever_server.serve import serve_bm25
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         server = LocalVLLMServer(args.model, max_model_len=2048)
         try:
             rates = pass_rates(StandaloneRollout(config, server), rows, args.samples,
-                               {"temperature": args.temperature, "top_p": 1.0, "top_k": -1, "logprobs": False})
+                               sampling_params(temperature=args.temperature))
         finally:
             server.shutdown()
     keep = set(select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items()}, args.low, args.high))

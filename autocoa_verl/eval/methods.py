@@ -225,6 +225,8 @@ class Methods:
                       format_ok=float(answer is not None))
 
     async def _agent(self, rows: Sequence[dict]) -> list[dict]:
+        from autocoa_verl.agent.standalone import sampling_params
+
         if self._rollout is None:
             self._rollout = self.rollout_factory()
         rollout = self._rollout
@@ -233,8 +235,7 @@ class Methods:
         async def one(row: dict) -> dict:
             start = time.perf_counter()
             (output,) = await rollout.run([{"raw_prompt": build_prompt(row["question"], preset)}],
-                                          sampling_params={**self.sampling, "repetition_penalty": 1.0,
-                                                           "top_k": -1, "logprobs": False})
+                                          sampling_params=sampling_params(**self.sampling))
             response = rollout.tokenizer.decode(output.response_ids, skip_special_tokens=True)
             out = record(row, "agent", response, response, int(output.extra_fields["coa_metrics"]["searches"]),
                          int(sum(output.response_mask)), time.perf_counter() - start, preset=preset)
