@@ -39,6 +39,6 @@ setup(
     },
     entry_points={
         # Loaded by verl at import time; it only registers a "cpu" platform, selected with VERL_PLATFORM=cpu.
-        "verl.plugins": ["autocoa_cpu = autocoa_verl.cpu_platform"],
+        "verl.plugins": ["autocoa_cpu = autocoa_verl.cpu.platform"],
     },
 )

@@ -5,6 +5,7 @@ passes it to ``AgentLoopBase.run()``; the worker here copies it (and the validat
 as the v1 trainer already does, so the observation schedule can see it. The manager adds the loops' per-sample
 ``coa_metrics`` to the rollout's timing dict, which verl logs with every step (as ``timing_s/coa/...``).
 Selected with ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=autocoa_verl.agent.manager.CoAAgentLoopManager``.
+The private verl names this module relies on are listed, and tested, in ``autocoa_verl/verl_compat.py``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Stages 2 and 3 are verl's trainer as is, with :class:`~autocoa_verl.sft.dataset.TrajectorySFTDataset` as
 ``data.custom_cls`` (the configs select it). Stage 1 is :class:`ContrastiveSFTTrainer`: the same trainer with the
 contrastive loss swapped in (``autocoa.loss=contrastive``) and each pair laid out as two adjacent rows.
+The private verl names this module relies on are listed, and tested, in ``autocoa_verl/verl_compat.py``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def test_vllm_still_replaces_the_weight_at_load(vllm_utils):
 
 
 def test_patched_layers_compute_with_the_current_weight(vllm_utils):
-    from autocoa_verl.cpu_rollout import use_live_cpu_weights
+    from autocoa_verl.cpu.rollout import use_live_cpu_weights
 
     use_live_cpu_weights()
     use_live_cpu_weights()  # idempotent
@@ -47,8 +47,8 @@ def test_patched_layers_compute_with_the_current_weight(vllm_utils):
 def test_the_cpu_platform_serves_rollout_name_vllm_with_the_cpu_replica():
     from verl.workers.rollout.replica import RolloutReplicaRegistry, get_rollout_replica_class
 
-    from autocoa_verl.cpu_platform import PlatformCPU
-    from autocoa_verl.cpu_rollout import CPUvLLMHttpServer, CPUvLLMReplica, LiveWeightsWorkerExtension
+    from autocoa_verl.cpu.platform import PlatformCPU
+    from autocoa_verl.cpu.rollout import CPUvLLMHttpServer, CPUvLLMReplica, LiveWeightsWorkerExtension
 
     original = RolloutReplicaRegistry._registry["vllm"]
     try:
@@ -57,6 +57,6 @@ def test_the_cpu_platform_serves_rollout_name_vllm_with_the_cpu_replica():
     finally:
         RolloutReplicaRegistry._registry["vllm"] = original
     name = CPUvLLMHttpServer._get_worker_extension_cls(None)
-    assert name == "autocoa_verl.cpu_rollout.LiveWeightsWorkerExtension"
+    assert name == "autocoa_verl.cpu.rollout.LiveWeightsWorkerExtension"
     module, cls = name.rsplit(".", 1)
     assert getattr(__import__(module, fromlist=[cls]), cls) is LiveWeightsWorkerExtension

@@ -8,7 +8,7 @@ import textwrap
 
 import torch
 
-from autocoa_verl.cpu_platform import DUPLICATE_CPU_BACKEND
+from autocoa_verl.cpu.platform import DUPLICATE_CPU_BACKEND
 from retriever_server.serve import free_port
 
 

@@ -12,12 +12,13 @@ fix goes through verl's own hooks, without forking it:
                                     ``torch.nn.functional.linear`` on the layer's own weight (other layers unchanged).
     ``CPUvLLMHttpServer``           verl's ``vLLMHttpServer`` naming that extension (``_get_worker_extension_cls``).
     ``CPUvLLMReplica``              verl's ``vLLMReplica`` that starts that server. The CPU platform registers it
-                                    under the name "vllm" in verl's ``RolloutReplicaRegistry`` (``cpu_platform.py``),
+                                    under the name "vllm" in verl's ``RolloutReplicaRegistry`` (``platform.py``),
                                     so ``rollout.name=vllm`` is all a config says.
 
 Cost: the unpacked GEMM is slower than oneDNN's packed one for large layers; for the models a CPU run trains (tiny,
-SmolLM2-135M) generation time is dominated elsewhere (see the RL benchmark). ``tests/test_cpu_rollout_on_cpu.py``
+SmolLM2-135M) generation time is dominated elsewhere (see the RL benchmark). ``tests/cpu/test_rollout_on_cpu.py``
 checks the patch against the vLLM it is written for.
+The private verl names this module relies on are listed, and tested, in ``autocoa_verl/verl_compat.py``.
 """
 
 from __future__ import annotations

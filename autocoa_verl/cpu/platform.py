@@ -2,7 +2,7 @@
 (tests/recipes/test_sft_on_cpu.py) and the PPO/GRPO trainer with a vLLM-CPU rollout (tests/recipes/test_rl_on_cpu.py).
 
 verl 0.9 has no CPU platform, but it has a platform-plugin hook: a module loaded at ``import verl`` (through the
-``verl.plugins`` entry point this package declares, or ``VERL_USE_EXTERNAL_MODULES=autocoa_verl.cpu_platform``)
+``verl.plugins`` entry point this package declares, or ``VERL_USE_EXTERNAL_MODULES=autocoa_verl.cpu.platform``)
 registers a class with ``PlatformRegistry``; ``VERL_PLATFORM=cpu`` selects it. Nothing happens unless it is selected:
 GPU users are unaffected.
 
@@ -13,13 +13,13 @@ Each piece, and why it exists:
                                     override (``VERL_ENGINE_DEVICE``) picks the same device-agnostic FSDP2 classes.
     ``_patch_init_process_group``   the one patch: verl builds the backend string ``"cpu:gloo,{device}:{backend}"``,
                                     which on CPU is ``"cpu:gloo,cpu:gloo"`` and torch rejects the duplicate device.
-                                    We collapse exactly that string to ``"gloo"``. ``tests/test_cpu_platform_on_cpu.py``
+                                    We collapse exactly that string to ``"gloo"``. ``tests/cpu/test_platform_on_cpu.py``
                                     fails when torch accepts the string (patch no longer needed) or verl stops building
                                     it (patch no longer applies).
     ``_use_all_cores``              torchrun and Ray start workers with OMP_NUM_THREADS=1 (right for GPU workers; a
                                     SmolLM2 fp32 SFT step took 161 s with 1 thread, 25 s with 2): each local rank gets
                                     its share of the cores instead (``AUTOCOA_CPU_THREADS`` overrides).
-    ``_register_cpu_vllm_replica``  ``rollout.name=vllm`` starts ``cpu_rollout.CPUvLLMReplica``, whose engine keeps its
+    ``_register_cpu_vllm_replica``  ``rollout.name=vllm`` starts ``rollout.CPUvLLMReplica``, whose engine keeps its
                                     linear weights live so verl's weight sync reaches it (see that module).
     ``ray_resource_name() == "GPU"`` verl's Ray worker groups only count "GPU"/"NPU" resources, so a CPU run declares
                                     logical GPUs to Ray (``ray_init.num_gpus``) and its workers ask for those.
@@ -132,7 +132,7 @@ def _patch_init_process_group() -> None:
 
 
 def _load_cpu_vllm_replica() -> type:
-    from autocoa_verl.cpu_rollout import CPUvLLMReplica  # imports vLLM: only when a rollout is started
+    from autocoa_verl.cpu.rollout import CPUvLLMReplica  # imports vLLM: only when a rollout is started
 
     return CPUvLLMReplica
 
