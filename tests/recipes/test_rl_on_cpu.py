@@ -1,7 +1,6 @@
 """Real verl GRPO steps on the CPU platform through recipes/rl.py: a vLLM-CPU rollout of the CoA loop, FSDP2 updates,
 weight sync, checkpoints with HF exports, for both stages (simulated and real observations) and across a resume."""
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from autocoa_verl.rl_logs import parse_step_metrics
-from tests.agent.overfit import teach_one_search
 
 pytestmark = pytest.mark.e2e  # real GRPO runs (Ray, vLLM-CPU, FSDP): minutes
 
@@ -21,14 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_model_dir, tiny_tokenizer, bm25, toy_world_dir):
-    """The tiny model taught to search for one train question (so rollouts act), and 8 rows of that question (4
-    batches: the resumed run still has data left after step 2)."""
-    questions = [json.loads(line) for line in open(toy_world_dir / "train.jsonl")]
-    question = next(q for q in questions if q["hops"] == 1)
-    model = tmp_path_factory.mktemp("taught")
-    teach_one_search(tiny_model_dir, tiny_tokenizer, bm25, question, model)
-    rows = pd.read_parquet(toy_world_dir / "train.parquet")
+def setup(tmp_path_factory, taught, toy_world_dir):
+    """The tiny model taught to search for one question (so rollouts act), and 8 rows of that question (4 batches:
+    the resumed run still has data left after step 2)."""
+    model, _, question = taught
+    rows = pd.read_parquet(toy_world_dir / "test.parquet")  # the taught question's split
     row = rows[rows.extra_info.map(lambda e: e["id"]) == question["id"]]
     data = tmp_path_factory.mktemp("rl_data") / "train.parquet"
     pd.concat([row] * 8, ignore_index=True).to_parquet(data)
