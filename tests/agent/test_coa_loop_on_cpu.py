@@ -1,9 +1,13 @@
 """The CoA agent loop, token by token, with a scripted fake of the model and a real bm25 retriever server."""
 
 import asyncio
+import copy
+import functools
 
 import numpy as np
 import pytest
+import yaml
+from omegaconf import OmegaConf
 
 from autocoa_verl.agent.standalone import build_agent_loop, compose_rl_config
 from autocoa_verl.protocol import TRUNCATION_MARKER, build_prompt, get_preset, render_observation
@@ -13,8 +17,22 @@ from retriever_server.serve import free_port
 QUESTION = "Who founded the city where Arlo Venn was born?"
 
 
+@functools.lru_cache(maxsize=1)
+def _verl_config():
+    return compose_rl_config()  # composed once: Hydra's compose of verl's whole PPO config takes ~0.4 s
+
+
+def loop_config(*overrides: str):
+    """The RL config with ``key=value`` overrides (values parsed as YAML), without composing again."""
+    config = copy.deepcopy(_verl_config())
+    for override in overrides:
+        key, value = override.split("=", 1)
+        OmegaConf.update(config, key, yaml.safe_load(value), force_add=False)
+    return config
+
+
 def run_loop(tokenizer, turns, overrides=(), preset="search_r1", honour_stops=True, logprobs=True, **fields):
-    config = compose_rl_config([f"coa.preset={preset}", *overrides])
+    config = loop_config(f"coa.preset={preset}", *overrides)
     server = ScriptedServer(tokenizer, turns, honour_stops=honour_stops)
     params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": logprobs}
 
@@ -223,14 +241,13 @@ def test_no_script_of_model_turns_returns_more_than_the_response_length(tiny_tok
     cut to the budget left, so a response never exceeds ``response_length`` (verl pads but never truncates)."""
     import random
 
-    from autocoa_verl.agent.standalone import build_agent_loop, compose_rl_config
 
     moves = ["<search></search>", "<search> Arlo Venn birthplace </search>", "<search> <search> x </search>",
              "<search> a very long query that goes past the limit </search>", "<think>let me think</think>",
              "I ramble on and on without any tag at all"]
     rng = random.Random(0)
-    configs = {n: compose_rl_config(real(bm25_server.url, f"actor_rollout_ref.rollout.response_length={n}",
-                                         "coa.max_query_chars=20")) for n in (16, 24, 40, 64, 96)}
+    configs = {n: loop_config(*real(bm25_server.url, f"actor_rollout_ref.rollout.response_length={n}",
+                                      "coa.max_query_chars=20")) for n in (16, 24, 40, 64, 96)}
     params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True}
     outcomes = set()
     for _ in range(150):
