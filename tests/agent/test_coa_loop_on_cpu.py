@@ -241,7 +241,6 @@ def test_no_script_of_model_turns_returns_more_than_the_response_length(tiny_tok
     cut to the budget left, so a response never exceeds ``response_length`` (verl pads but never truncates)."""
     import random
 
-
     moves = ["<search></search>", "<search> Arlo Venn birthplace </search>", "<search> <search> x </search>",
              "<search> a very long query that goes past the limit </search>", "<think>let me think</think>",
              "I ramble on and on without any tag at all"]
