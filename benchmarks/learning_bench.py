@@ -32,6 +32,7 @@ BASELINES = ["direct", "cot", "rag", "react", "react_fewshot"]
 # model key (a Hydra-safe name for evaluation) -> the report's row name
 NAMES = {"base": "base (agent)", "sft2": "SFT-2", "sft1_2": "SFT-1+2", "sft2_3": "SFT-2+3", "sft1_2_3": "SFT-1+2+3",
          "rl_real": "RL all-real", "rl_mixed": "RL 5:1"}
+RL_START = "sft2_3"  # both RL runs start from SFT-2+3, the method's last SFT stage
 REPORT_KEYS = ("rows", "best_sft_em", "rl_all_real_em", "rl_mixed_em", "rl_start_em", "rl_reward_first5",
                "rl_reward_last5", "mixed_real_calls", "all_real_calls", "react_fewshot_em", "wall_s", "commit")
 
@@ -272,7 +273,7 @@ def targets(report: dict) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="build/bench/learning", help="report and work directory")
     parser.add_argument("--toy", default="build/toy", help="toy world directory (built if missing)")
@@ -303,12 +304,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rl-arg", action="append", default=[], help="extra Hydra override for both RL runs")
     parser.add_argument("--stop-after", choices=["sft", "rl-real"],
                         help="skip the stages after this one (the test evaluation still runs; re-run to resume)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.sft2_steps, args.save_every, args.sft3_steps, args.sft1_steps = 2, 1, 1, 1
-        args.dev_questions, args.test_questions, args.curriculum_questions = 8, 8, 8
-        args.rl_steps, args.rl_questions, args.rl_n = 1, 2, 4
-        args.sft12_steps = min(args.sft12_steps, 1)
+    return parser
+
+
+def run_stages(args: argparse.Namespace) -> tuple[dict, dict[int, float], int, dict, dict]:
+    """Every stage, each reused when done: returns the models by key, the SFT-2 dev curve and budget, the RL runs'
+    summaries and the test evaluation by row label."""
     from retriever_server.serve import serve_bm25
 
     bench = Bench(args)
@@ -328,17 +329,29 @@ def main(argv: list[str] | None = None) -> None:
             sft1 = bench.sft("SFT-1", 1, bench.base, args.sft1_steps)
             models["sft1_2"] = bench.sft("SFT-1+2", 2, sft1, args.sft12_steps)
             models["sft1_2_3"] = bench.sft("SFT-1+2+3", 3, models["sft1_2"], args.sft3_steps)
-        rl_start = "sft2_3"
         rl_runs: dict[str, dict] = {}
         if args.stop_after != "sft":
-            data = bench.curriculum(models[rl_start])
+            data = bench.curriculum(models[RL_START])
             for key, config in (("rl_real", "rl_stage2"), ("rl_mixed", "rl_mixed")):
-                steps, models[key] = bench.rl(key, config, models[rl_start], data)
+                steps, models[key] = bench.rl(key, config, models[RL_START], data)
                 rl_runs[NAMES[key]] = rl_summary(steps, bench.out / "rl" / key / "rollouts")
                 if args.stop_after == "rl-real":
                     break
         test = bench.evaluate("test", models, "test", args.test_questions, BASELINES + ["agent"])
+    return models, curve, budget, rl_runs, test
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.sft2_steps, args.save_every, args.sft3_steps, args.sft1_steps = 2, 1, 1, 1
+        args.dev_questions, args.test_questions, args.curriculum_questions = 8, 8, 8
+        args.rl_steps, args.rl_questions, args.rl_n = 1, 2, 4
+        args.sft12_steps = min(args.sft12_steps, 1)
     import pyarrow.parquet as pq
+
+    models, curve, budget, rl_runs, test = run_stages(args)
+    out = Path(args.out).resolve()
 
     rows = [report_row(m, test[m]) for m in BASELINES]
     rows += [report_row(NAMES[key], test[f"agent ({key})"], rl_runs.get(NAMES[key], {}).get("real_calls"))
@@ -346,27 +359,27 @@ def main(argv: list[str] | None = None) -> None:
     em = {r["name"]: r["em"] for r in rows}
     best_sft = max((n for n in em if n.startswith("SFT")), key=lambda n: em[n])
     report = {
-        "rows": rows, "best_sft_name": best_sft, "best_sft_em": em[best_sft], "rl_start": NAMES[rl_start],
-        "rl_start_em": em[NAMES[rl_start]], "rl_all_real_em": em.get("RL all-real"), "rl_mixed_em": em.get("RL 5:1"),
+        "rows": rows, "best_sft_name": best_sft, "best_sft_em": em[best_sft], "rl_start": NAMES[RL_START],
+        "rl_start_em": em[NAMES[RL_START]], "rl_all_real_em": em.get("RL all-real"), "rl_mixed_em": em.get("RL 5:1"),
         "rl_reward_first5": rl_runs.get("RL all-real", {}).get("reward_first5"),
         "rl_reward_last5": rl_runs.get("RL all-real", {}).get("reward_last5"),
         "all_real_calls": rl_runs.get("RL all-real", {}).get("real_calls"),
         "mixed_real_calls": rl_runs.get("RL 5:1", {}).get("real_calls"),
         "react_fewshot_em": em["react_fewshot"], "sft_curve": {str(k): v for k, v in curve.items()},
         "sft2_budget": budget, "rl": rl_runs, "test_questions": test["direct"]["questions"],
-        "rl_questions_kept": pq.read_metadata(bench.out / "rl" / "curriculum.parquet").num_rows if rl_runs else 0,
+        "rl_questions_kept": pq.read_metadata(out / "rl" / "curriculum.parquet").num_rows if rl_runs else 0,
         "settings": dict(vars(args)),
-        "wall_s": sum(json.loads((bench.out / "timings.json").read_text()).values()),
-        "stage_wall_s": json.loads((bench.out / "timings.json").read_text()),
+        "wall_s": sum(json.loads((out / "timings.json").read_text()).values()),
+        "stage_wall_s": json.loads((out / "timings.json").read_text()),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  cwd=ROOT).stdout.strip(),
         "command": "python benchmarks/learning_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     check_report(report)
     report["targets"] = targets(report)
-    (bench.out / "report.json").write_text(json.dumps(report, indent=2))
-    (bench.out / "report.md").write_text(markdown(report))
-    plot(report, bench.out / "curves.png")
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown(report))
+    plot(report, out / "curves.png")
     print(markdown(report))
 
 

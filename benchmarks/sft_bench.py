@@ -91,6 +91,24 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def evaluate_in_child(name: str, model: Path, rows: list[dict], out: Path, toy: Path,
+                      args: argparse.Namespace) -> dict:
+    """The agent's summary on ``rows``, from a child process of this script (one process per vLLM engine)."""
+    from autocoa_verl.eval.harness import summarize
+
+    records_path = out / f"records-{name}.jsonl"
+    print(f"[eval] {name} on {len(rows)} questions", flush=True)
+    start = time.perf_counter()
+    subprocess.check_call([sys.executable, __file__, "--out", str(out), "--toy", str(toy), "--questions",
+                           str(args.questions), "--response-length", str(args.response_length),
+                           "--evaluate-only", str(model), str(records_path)])
+    records = [json.loads(line) for line in open(records_path)]
+    summary = {**summarize(records), "wall_s": time.perf_counter() - start}
+    print(f"[eval] {name}: EM {summary['em']:.3f}, when-to-act {summary['when_to_act']:.3f}, "
+          f"searches/q {summary['searches']:.2f}", flush=True)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="build/bench/sft", help="report directory")
@@ -140,20 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         training[name] = train(name, stage, models[parent] if parent else model, data[kind], out, args)
         models[name] = Path(training[name]["model"])
 
-    from autocoa_verl.eval.harness import summarize
-
-    evaluation = {}
-    for name in EVALUATED:
-        records_path = out / f"records-{name}.jsonl"
-        print(f"[eval] {name} on {len(rows)} questions", flush=True)
-        start = time.perf_counter()
-        subprocess.check_call([sys.executable, __file__, "--out", str(out), "--toy", str(toy), "--questions",
-                               str(args.questions), "--response-length", str(args.response_length),
-                               "--evaluate-only", str(models[name]), str(records_path)])
-        records = [json.loads(line) for line in open(records_path)]
-        evaluation[name] = {**summarize(records), "wall_s": time.perf_counter() - start}
-        print(f"[eval] {name}: EM {evaluation[name]['em']:.3f}, when-to-act {evaluation[name]['when_to_act']:.3f}, "
-              f"searches/q {evaluation[name]['searches']:.2f}", flush=True)
+    evaluation = {name: evaluate_in_child(name, models[name], rows, out, toy, args) for name in EVALUATED}
 
     report = {"questions": len(rows), "response_length": args.response_length, "batch": args.batch, "lr": args.lr,
               "steps": args.steps, "stage3_steps": args.stage3_steps, "training": training, "evaluation": evaluation}

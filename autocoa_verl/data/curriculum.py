@@ -72,8 +72,7 @@ def pass_rates(rollout, rows: Sequence[dict], samples: int, sampling: dict[str, 
     return {key: {"pass_rate": statistics.fmean(values), "rewards": values} for key, values in rewards.items()}
 
 
-@user_errors
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Keep the RL training questions the start policy sometimes "
                                                  "answers right and sometimes not (0 < pass rate < 1).")
     parser.add_argument("--model", required=True, help="the start policy (HF directory)")
@@ -96,6 +95,30 @@ def main(argv: list[str] | None = None) -> None:
                         help="write every question (with a warning) when none has a mixed pass rate, instead of "
                              "failing")
     parser.add_argument("--preset", default="search_r1", help="tag protocol (default %(default)s)")
+    return parser
+
+
+def _measure(args: argparse.Namespace, rows: list[dict], index_dir: Path) -> dict[str, dict[str, Any]]:
+    """:func:`pass_rates` of ``args.model`` on ``rows``, against ``args.retriever_url`` or a bm25 of the corpus."""
+    from contextlib import nullcontext
+
+    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config, sampling_params
+    from retriever_server.serve import serve_bm25
+
+    with nullcontext(args.retriever_url) if args.retriever_url else serve_bm25(args.corpus, index_dir) as url:
+        config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={args.response_length}",
+                                    f"coa.retriever.url={url}", f"coa.preset={args.preset}"])
+        server = LocalVLLMServer(args.model, max_model_len=2048)
+        try:
+            return pass_rates(StandaloneRollout(config, server), rows, args.samples,
+                              sampling_params(temperature=args.temperature))
+        finally:
+            server.shutdown()
+
+
+@user_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.samples < 2:
         parser.error("--samples must be >= 2 (one sample cannot tell a mixed question)")
@@ -104,25 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     if not 0.0 <= args.low < args.high <= 1.0:
         parser.error(f"--low/--high must satisfy 0 <= low < high <= 1, got {args.low}, {args.high}")
 
-    from contextlib import nullcontext
-
-    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config, sampling_params
     from autocoa_verl.data.qa_files import read_qa_jsonl, write_verl_parquet
-    from retriever_server.serve import serve_bm25
 
     rows = read_qa_jsonl(args.questions)[: args.limit]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    index_dir = Path(args.index_dir) if args.index_dir else out.parent / "bm25-index"
-    with nullcontext(args.retriever_url) if args.retriever_url else serve_bm25(args.corpus, index_dir) as url:
-        config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={args.response_length}",
-                                    f"coa.retriever.url={url}", f"coa.preset={args.preset}"])
-        server = LocalVLLMServer(args.model, max_model_len=2048)
-        try:
-            rates = pass_rates(StandaloneRollout(config, server), rows, args.samples,
-                               sampling_params(temperature=args.temperature))
-        finally:
-            server.shutdown()
+    rates = _measure(args, rows, Path(args.index_dir) if args.index_dir else out.parent / "bm25-index")
     keep = set(select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items()}, args.low, args.high))
     rates_path = out.with_suffix(".pass_rates.jsonl")
     rates_path.write_text("".join(json.dumps({"id": k, **v}) + "\n" for k, v in rates.items()))

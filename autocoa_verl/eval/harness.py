@@ -187,75 +187,95 @@ def row_labels(models: dict[str, str], methods: Sequence[str], baseline_model: s
     return rows
 
 
-def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
-    """The whole run of ``hydra_configs/eval.yaml`` (models x methods x datasets x samples), resumable; one engine
-    per model, started only if that model has questions left."""
-    from omegaconf import OmegaConf
-
-    from autocoa_verl.agent.retriever_client import RetrieverClient, check_retriever
-    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
-    from autocoa_verl.eval.methods import Methods
-
-    out_dir = Path(cfg.out_dir)
+def _models(cfg: Any) -> dict[str, str]:
     models = {str(k): str(v) for k, v in cfg.models.items()}
     if not models:
         raise ConfigError("models: name at least one model (models.NAME=/path/to/hf_dir)")
     for name, path in models.items():
         if not (Path(path) / "config.json").is_file():
             raise ConfigError(f"models.{name}={path!r}: no Hugging Face model there (config.json)")
+    return models
+
+
+def _fewshot_exemplars(cfg: Any, datasets: dict[str, list[dict]]) -> list[dict]:
+    """Few-shot ReAct's exemplars, from a training split that shares no question with the evaluated data."""
+    if "react_fewshot" not in cfg.methods:
+        return []
+    from autocoa_verl.eval.methods import pick_exemplars
+
+    if not cfg.react_exemplars:
+        raise ConfigError("methods: react_fewshot needs react_exemplars=TRAIN_SPLIT.jsonl (rows with gold chains)")
+    exemplars = pick_exemplars(load_dataset(cfg.react_exemplars), cfg.react_exemplar_count)
+    evaluated = {r["question"] for rows in datasets.values() for r in rows}
+    if any(r["question"] in evaluated for r in exemplars):
+        raise ConfigError(f"react_exemplars={cfg.react_exemplars!r}: an exemplar question is in an evaluated "
+                          "dataset (give a training split)")
+    return exemplars
+
+
+def _run_model(cfg: Any, model_name: str, model_path: str, todo: list[tuple], files: dict, exemplars: list[dict]):
+    """One engine for ``model_path``; runs its ``(dataset, label, method, sample, rows)`` jobs batch by batch,
+    appending the records and printing progress."""
+    from omegaconf import OmegaConf
+
+    from autocoa_verl.agent.retriever_client import RetrieverClient
+    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
+    from autocoa_verl.eval.methods import Methods
+
+    sampling = {"temperature": cfg.sampling.temperature if cfg.samples > 1 else 0.0, "top_p": cfg.sampling.top_p}
+    server = LocalVLLMServer(model_path, max_model_len=cfg.max_model_len, seed=cfg.seed,
+                             **OmegaConf.to_container(cfg.engine))
+    loop_config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={cfg.max_tokens}",
+                                     f"coa.retriever.url={cfg.retriever_url}", f"coa.preset={cfg.preset}",
+                                     "coa.schedule.validation=real", *cfg.loop_overrides])
+
+    async def run() -> None:
+        async with RetrieverClient(cfg.retriever_url, topk=cfg.topk) as retriever:
+            methods = Methods(server, server.tokenizer, retriever, lambda: StandaloneRollout(loop_config, server),
+                              max_tokens=cfg.baseline_max_tokens or cfg.max_tokens,
+                              max_actions=loop_config.coa.max_actions,
+                              sampling=sampling, topk=cfg.topk, exemplars=exemplars)
+            for dataset, label, method, sample, rows in todo:
+                done, correct, start_s = 0, 0.0, time.perf_counter()
+                for start in range(0, len(rows), cfg.batch_size):
+                    batch = rows[start : start + cfg.batch_size]
+                    records = await methods.run(method, batch, sample)
+                    files[dataset, label].add({**r, "label": label, "model": model_name, "sample": sample}
+                                              for r in records)
+                    done, correct = done + len(batch), correct + sum(r["em"] for r in records)
+                    print(f"[eval] {dataset} | {label} | sample {sample}: {done}/{len(rows)} questions, "
+                          f"EM so far {correct / done:.3f} ({time.perf_counter() - start_s:.0f} s)", flush=True)
+
+    try:
+        server.run(run())
+    finally:
+        server.shutdown()
+
+
+def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
+    """The whole run of ``hydra_configs/eval.yaml`` (models x methods x datasets x samples), resumable; one engine
+    per model, started only if that model has questions left."""
+    from omegaconf import OmegaConf
+
+    from autocoa_verl.agent.retriever_client import check_retriever
+
+    out_dir = Path(cfg.out_dir)
+    models = _models(cfg)
     plan = row_labels(models, list(cfg.methods), cfg.baseline_model or next(iter(models)))
     datasets = {str(name): load_dataset(path, cfg.limit) for name, path in cfg.datasets.items()}
     if set(cfg.methods) & {"rag", "react", "react_fewshot", "agent"}:
         check_retriever(cfg.retriever_url, field="retriever_url")
-    exemplars = []
-    if "react_fewshot" in cfg.methods:
-        from autocoa_verl.eval.methods import pick_exemplars
-
-        if not cfg.react_exemplars:
-            raise ConfigError("methods: react_fewshot needs react_exemplars=TRAIN_SPLIT.jsonl (rows with gold chains)")
-        exemplars = pick_exemplars(load_dataset(cfg.react_exemplars), cfg.react_exemplar_count)
-        evaluated = {r["question"] for rows in datasets.values() for r in rows}
-        if any(r["question"] in evaluated for r in exemplars):
-            raise ConfigError(f"react_exemplars={cfg.react_exemplars!r}: an exemplar question is in an evaluated "
-                             "dataset (give a training split)")
+    exemplars = _fewshot_exemplars(cfg, datasets)
     files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl")
              for d in datasets for label, _, _ in plan}
     (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    sampling = {"temperature": cfg.sampling.temperature if cfg.samples > 1 else 0.0, "top_p": cfg.sampling.top_p}
     for model_name, model_path in models.items():
         todo = [(d, label, method, s, [r for r in rows if (r["id"], s) not in files[d, label].done])
                 for label, name, method in plan if name == model_name
                 for d, rows in datasets.items() for s in range(cfg.samples)]
         todo = [t for t in todo if t[4]]
-        if not todo:
-            continue
-        server = LocalVLLMServer(model_path, max_model_len=cfg.max_model_len, seed=cfg.seed,
-                                 **OmegaConf.to_container(cfg.engine))
-        loop_config = compose_rl_config([f"actor_rollout_ref.rollout.response_length={cfg.max_tokens}",
-                                         f"coa.retriever.url={cfg.retriever_url}", f"coa.preset={cfg.preset}",
-                                         "coa.schedule.validation=real", *cfg.loop_overrides])
-
-        async def run_model() -> None:
-            async with RetrieverClient(cfg.retriever_url, topk=cfg.topk) as retriever:
-                methods = Methods(server, server.tokenizer, retriever, lambda: StandaloneRollout(loop_config, server),
-                                  max_tokens=cfg.baseline_max_tokens or cfg.max_tokens,
-                                  max_actions=loop_config.coa.max_actions,
-                                  sampling=sampling, topk=cfg.topk, exemplars=exemplars)
-                for dataset, label, method, sample, rows in todo:
-                    done, correct, start_s = 0, 0.0, time.perf_counter()
-                    for start in range(0, len(rows), cfg.batch_size):
-                        batch = rows[start : start + cfg.batch_size]
-                        records = await methods.run(method, batch, sample)
-                        files[dataset, label].add({**r, "label": label, "model": model_name, "sample": sample}
-                                                  for r in records)
-                        done, correct = done + len(batch), correct + sum(r["em"] for r in records)
-                        print(f"[eval] {dataset} | {label} | sample {sample}: {done}/{len(rows)} questions, "
-                              f"EM so far {correct / done:.3f} ({time.perf_counter() - start_s:.0f} s)", flush=True)
-
-        try:
-            server.run(run_model())
-        finally:
-            server.shutdown()
+        if todo:
+            _run_model(cfg, model_name, model_path, todo, files, exemplars)
     records = {d: {label: files[d, label].records for label, _, _ in plan} for d in datasets}
     return write_report(out_dir, records)
