@@ -31,6 +31,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from retriever_server.lru import read_through
+
 
 class RetrieveRequest(BaseModel):
     queries: list[str] | None = None
@@ -223,17 +225,15 @@ class RetrievalService:
 
     async def search(self, queries: list[str], topk: int) -> tuple[list, list]:
         """Hits and scores per query, through the LRU cache (if any) and the batcher."""
-        if self.cache is None:
-            return await self.batcher.search(queries, topk)
-        missing = [q for q in dict.fromkeys(queries) if (q, topk) not in self.cache]
-        self.stats.cache_hits += len(queries) - len(missing)
-        self.stats.cache_misses += len(missing)
-        if missing:
-            docs, scores = await self.batcher.search(missing, topk)
-            for q, d, s in zip(missing, docs, scores):
-                self.cache[(q, topk)] = (d, s)
-        hits = [self.cache[(q, topk)] for q in queries]
-        return [h[0] for h in hits], [h[1] for h in hits]
+
+        async def fetch(keys: list[tuple[str, int]]) -> list[tuple[list, list]]:
+            docs, scores = await self.batcher.search([q for q, _ in keys], topk)
+            self.stats.cache_misses += len(keys) if self.cache is not None else 0
+            return list(zip(docs, scores))
+
+        results, hits = await read_through(self.cache, [(q, topk) for q in queries], fetch)
+        self.stats.cache_hits += hits
+        return [r[0] for r in results], [r[1] for r in results]
 
     async def retrieve(self, request: RetrieveRequest) -> dict[str, Any]:
         """The response body of one request. Raises :class:`RequestError`, or the backend's own error."""

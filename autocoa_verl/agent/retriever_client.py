@@ -17,6 +17,7 @@ import aiohttp
 from cachetools import LRUCache
 
 from autocoa_verl.errors import ConfigError
+from retriever_server.lru import read_through
 
 
 class RetrieverError(RuntimeError):
@@ -111,21 +112,14 @@ class RetrieverClient:
     async def search(self, queries: Sequence[str], topk: int | None = None) -> list[list[Passage]]:
         """Top-``topk`` passages per query, in order. Raises ``RetrieverError``."""
         topk = topk or self.topk
-        queries = list(queries)
-        results: dict[str, list[Passage]] = {}
-        if self._cache is not None:
-            for q in queries:
-                if (q, topk) in self._cache:
-                    results[q] = self._cache[(q, topk)]
-                    self.cache_hits += 1
-        missing = [q for q in dict.fromkeys(queries) if q not in results]
-        if missing:
-            fetched = await (self._coalesced(missing, topk) if self.coalesce_s > 0 else self._fetch(missing, topk))
-            for q, hits in zip(missing, fetched):
-                results[q] = hits
-                if self._cache is not None:
-                    self._cache[(q, topk)] = hits
-        return [results[q] for q in queries]
+
+        async def fetch(keys: list[tuple[str, int]]) -> list[list[Passage]]:
+            missing = [q for q, _ in keys]
+            return await (self._coalesced(missing, topk) if self.coalesce_s > 0 else self._fetch(missing, topk))
+
+        results, hits = await read_through(self._cache, [(q, topk) for q in queries], fetch)
+        self.cache_hits += hits
+        return results
 
     async def _fetch(self, queries: list[str], topk: int) -> list[list[Passage]]:
         """One HTTP request per ``max_batch`` queries, sent concurrently."""

@@ -165,3 +165,9 @@ def test_the_service_answers_and_refuses_without_http(bm25):
         asyncio.run(service.retrieve(RetrieveRequest(queries=["ok"], topk=9)))
     assert (error.value.status, error.value.loc) == (422, ["topk"])
     assert (service.stats.requests, service.stats.client_errors, service.stats.queries) == (2, 1, 1)
+
+
+def test_a_request_with_more_queries_than_the_cache_holds_is_answered_whole(bm25):
+    """Regression: the server read every hit back from a 2-entry cache after filling it with 3 (KeyError, a 500)."""
+    response = _post(create_app(bm25, cache_size=2), {"queries": ["a founder", "b region", "c birthplace"]})
+    assert response.status_code == 200 and len(response.json()["result"]) == 3
