@@ -47,3 +47,35 @@ def rollout_groups(dump_dir: str | Path) -> dict[int, list[list[float]]]:
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                     raise ValueError(f"{path}:{line_no}: not a rollout-dump line ({error})") from None
     return {step: list(groups.values()) for step, groups in sorted(steps.items())}
+
+
+def step_summary(step: int, m: dict[str, float]) -> str:
+    """One line per RL step: reward, searches, observations by source, time.
+
+    >>> step_summary(2, {"critic/score/mean": 0.25, "timing_s/coa/searches/mean": 1.5, "timing_s/coa/obs_real/total": 6,
+    ...                  "timing_s/gen": 10.0, "timing_s/update_actor": 5.0, "timing_s/step": 16.0})
+    'RL step 2: reward 0.250, searches/sample 1.50, observations real 6 / simulated 0; time gen 10.0 s, update 5.0 s, step 16.0 s'
+    """
+    return (f"RL step {step}: reward {m['critic/score/mean']:.3f}, searches/sample "
+            f"{m.get('timing_s/coa/searches/mean', 0.0):.2f}, observations real "
+            f"{m.get('timing_s/coa/obs_real/total', 0.0):.0f} / simulated {m.get('timing_s/coa/obs_simulated/total', 0.0):.0f}; "
+            f"time gen {m.get('timing_s/gen', 0.0):.1f} s, update {m.get('timing_s/update_actor', 0.0):.1f} s, "
+            f"step {m.get('timing_s/step', 0.0):.1f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Print an RL run's reward, searches and time per step from its "
+                                                 "console log (recipes/rl.py's output).")
+    parser.add_argument("log", help="the run's log file")
+    args = parser.parse_args(argv)
+    steps = parse_step_metrics(Path(args.log).read_text(errors="replace"))
+    if not steps:
+        raise SystemExit(f"error: {args.log}: no 'step:N - ...' metric lines (did the run reach a step?)")
+    for step, metrics in sorted(steps.items()):
+        print(step_summary(step, metrics))
+
+
+if __name__ == "__main__":
+    main()

@@ -23,3 +23,15 @@ def test_a_bad_dump_names_file_and_line(tmp_path):
     (tmp_path / "3.jsonl").write_text('{"input": "q", "score": 1, "step": 3}\n{"input": "q"}\n')
     with pytest.raises(ValueError, match=r"3.jsonl:2: not a rollout-dump line"):
         rollout_groups(tmp_path)
+
+
+def test_the_cli_prints_one_line_per_step_and_refuses_a_log_without_steps(tmp_path, capsys):
+    from autocoa_verl.rl_logs import main
+
+    log = tmp_path / "rl.log"
+    log.write_text("noise\nstep:1 - critic/score/mean:0.0 - timing_s/step:3.0\nstep:2 - critic/score/mean:0.5\n")
+    main([str(log)])
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == ["RL step 1", "RL step 2"]
+    log.write_text("the run died before its first step\n")
+    with pytest.raises(SystemExit, match="no 'step:N - ...' metric lines"):
+        main([str(log)])
