@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from benchmarks.learning_bench import (ROOT, check_report, choose_budget, markdown, report_row, reward_windows,
-                                       targets)
+from benchmarks.learning_bench import ROOT, choose_budget
+from benchmarks.learning_report import check_report, markdown, report_row, reward_windows, targets
 
 
 def _summary(em, hops=None):

@@ -1,0 +1,119 @@
+"""The learning benchmark's report: the rows, the issue's targets (met or not), markdown and curves. The stages that
+produce it are in ``learning_bench.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPORT_KEYS = ("rows", "best_sft_em", "rl_all_real_em", "rl_mixed_em", "rl_start_em", "rl_reward_first5",
+               "rl_reward_last5", "mixed_real_calls", "all_real_calls", "react_fewshot_em", "wall_s", "commit")
+
+
+def reward_windows(rewards: list[float], window: int = 5) -> tuple[float, float]:
+    """Mean training reward over the first and the last ``window`` steps (fewer steps: all of them).
+
+    >>> reward_windows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    (0.3, 0.5)
+    """
+    if not rewards:
+        raise ValueError("reward_windows: no steps")
+    first, last = rewards[:window], rewards[-window:]
+    return sum(first) / len(first), sum(last) / len(last)
+
+
+def report_row(name: str, summary: dict, real_calls: int | None = None) -> dict:
+    """One row of the report from an evaluation summary (``autocoa_verl.eval.harness.summarize``)."""
+    return {"name": name, "em": summary["em"], "f1": summary["f1"],
+            "em_by_hops": {k: v["em"] for k, v in summary.get("em_by_hops", {}).items()},
+            "when_to_act": summary.get("when_to_act"), "searches_per_q": summary["searches"],
+            "real_calls": real_calls}
+
+
+def check_report(report: dict) -> None:
+    """Raises ``KeyError`` naming the keys that tools reading the report rely on and that it lacks."""
+    missing = [key for key in REPORT_KEYS if key not in report]
+    if missing:
+        raise KeyError(f"learning report lacks {missing}")
+
+
+def markdown(report: dict) -> str:
+    a = report["settings"]
+    lines = ["# Learning on the toy world (SmolLM2-135M, CPU)", "",
+             f"Commit `{report['commit']}`; command: `{report['command']}`; wall time {report['wall_s']:.0f} s "
+             "(sum of the stages' subprocesses, over resumed runs; per stage in report.json).",
+             f"Held-out test split: {report['test_questions']} questions, greedy, bm25 top-3, the training scorer.",
+             f"SFT: batch {a['batch']}, lr {a['lr']}; SFT-2 budget chosen on the dev split ({a['dev_questions']} "
+             f"questions): {report['sft2_budget']} steps. RL: {a['rl_steps']} GRPO steps of {a['rl_questions']} "
+             f"questions x {a['rl_n']} samples, lr {a['rl_lr']}, temperature {a['rl_temperature']}, on "
+             f"{report['rl_questions_kept']} curriculum questions.", "",
+             "| model / method | EM | F1 | EM 0-hop | 1-hop | 2-hop | 3-hop | when-to-act | searches / q "
+             "| real calls in RL |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in report["rows"]:
+        hops = [fmt(r["em_by_hops"].get(str(h))) for h in range(4)]
+        calls = "—" if r["real_calls"] is None else str(r["real_calls"])
+        lines.append(f"| {r['name']} | {r['em']:.3f} | {r['f1']:.3f} | " + " | ".join(hops) +
+                     f" | {fmt(r['when_to_act'])} | {r['searches_per_q']:.2f} | {calls} |")
+    lines += ["", "SFT-2 curve (dev EM by steps): " + ", ".join(f"{k}: {v:.3f}" for k, v in
+                                                                 sorted(report["sft_curve"].items(),
+                                                                        key=lambda kv: int(kv[0])))]
+    for name, rl in report["rl"].items():
+        lines += ["", f"{name}: reward per step " + ", ".join(f"{x:.3f}" for x in rl["reward"]) +
+                  f"; first-5 mean {rl['reward_first5']:.3f}, last-5 mean {rl['reward_last5']:.3f}; zero-variance "
+                  "group share per step " + ", ".join("—" if z is None else f"{z:.2f}"
+                                                      for z in rl["zero_variance_share"]) +
+                  f"; real retriever calls {rl['real_calls']}, simulated observations {rl['simulated_observations']}"]
+    lines += ["", "## Targets", ""] + [f"- {t}" for t in report["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def targets(report: dict) -> list[str]:
+    """The issue's targets, each with the measured value and met / not met."""
+    rows = {r["name"]: r for r in report["rows"]}
+    best = rows[report["best_sft_name"]]
+    hops = best["em_by_hops"]
+    check = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    wanted = [("EM", best["em"], 0.60), ("1-hop EM", hops.get("1", 0.0), 0.90), ("2-hop EM", hops.get("2", 0.0), 0.60),
+              ("3-hop EM", hops.get("3", 0.0), 0.30), ("when-to-act", best["when_to_act"], 0.95)]
+    out = [f"best SFT ({report['best_sft_name']}) " + "; ".join(
+        f"{name} >= {goal:.2f}: {value:.3f} ({check(value >= goal)})" for name, value, goal in wanted)]
+    if report.get("rl_all_real_em") is not None:
+        gain = report["rl_all_real_em"] - report["rl_start_em"]
+        out.append(f"RL all-real >= +0.05 EM over its start: {gain:+.3f} ({check(gain >= 0.05)})")
+        rl = report["rl"]["RL all-real"]
+        out.append(f"RL reward last-5 >= first-5 + 0.10: {rl['reward_last5']:.3f} vs {rl['reward_first5']:.3f} "
+                   f"({check(rl['reward_last5'] >= rl['reward_first5'] + 0.10)})")
+    if report.get("rl_mixed_em") is not None and report.get("rl_all_real_em") is not None:
+        gap = report["rl_all_real_em"] - report["rl_mixed_em"]
+        saved = 1 - report["mixed_real_calls"] / max(1, report["all_real_calls"])
+        out.append(f"5:1 within 0.03 EM of all-real: gap {gap:+.3f}; >= 80% fewer real calls: {saved:.1%} "
+                   f"({check(gap <= 0.03 and saved >= 0.8)})")
+    agent = max(r["em"] for r in report["rows"] if r["name"].startswith(("SFT", "RL")))
+    margin = agent - report["react_fewshot_em"]
+    out.append(f"agent beats few-shot ReAct by >= 0.20 EM: {margin:+.3f} ({check(margin >= 0.20)})")
+    return out
+
+
+def plot(report: dict, path: Path) -> None:
+    """RL training reward per step for each schedule, dev EM against SFT-2 steps, test EM per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, rl in report["rl"].items():
+        axes[0].plot(rl["steps"], rl["reward"], marker="o", label=name)
+    axes[0].set_xlabel("GRPO step"), axes[0].set_ylabel("mean training reward (EM)"), axes[0].legend()
+    axes[0].set_title("RL training reward")
+    curve = sorted((int(k), v) for k, v in report["sft_curve"].items())
+    axes[1].plot([c[0] for c in curve], [c[1] for c in curve], marker="o")
+    axes[1].set_xlabel("SFT-2 steps"), axes[1].set_ylabel("dev EM (agent)"), axes[1].set_ylim(0, 1)
+    axes[1].set_title("SFT-2 curve (dev split)")
+    names = [r["name"] for r in report["rows"]]
+    axes[2].barh(names, [r["em"] for r in report["rows"]])
+    axes[2].set_xlim(0, 1), axes[2].set_xlabel("test EM"), axes[2].set_title("held-out test EM per stage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
