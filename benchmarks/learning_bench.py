@@ -161,7 +161,6 @@ class Bench:
             f"actor_rollout_ref.actor.ppo_mini_batch_size={a.rl_questions}",
             f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={a.rl_micro_batch}",
             f"data.max_response_length={a.response_length}", f"actor_rollout_ref.actor.optim.lr={a.rl_lr}",
-            "algorithm.rollout_correction.bypass_mode=true",
             # epochs: as many passes over the curriculum as the steps need
             f"trainer.total_training_steps={a.rl_steps}", "trainer.total_epochs=1000",
             f"trainer.save_freq={a.rl_steps}", "trainer.test_freq=-1",

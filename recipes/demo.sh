@@ -66,7 +66,7 @@ log="$BUILD/demo-rl.log"
 $MAKE rl MODEL="$model" DATA="$rl_data" RETRIEVER="$RETRIEVER_URL" RL_ARGS="coa.schedule.simulated_per_real=1 \
   data.train_batch_size=2 actor_rollout_ref.rollout.n=4 actor_rollout_ref.actor.ppo_mini_batch_size=2 \
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 data.max_response_length=768 \
-  actor_rollout_ref.actor.optim.lr=1e-5 algorithm.rollout_correction.bypass_mode=true \
+  actor_rollout_ref.actor.optim.lr=1e-5 \
   trainer.total_training_steps=$RL_STEPS trainer.total_epochs=1000 trainer.save_freq=$RL_STEPS trainer.test_freq=-1 \
   trainer.resume_mode=disable" > "$log" 2>&1 || fail "RL" "$log"
 $PY -m autocoa_verl.rl_logs "$log" | sed 's/^/  /'
