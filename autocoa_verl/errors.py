@@ -2,8 +2,8 @@
 
 Entry points wrap their ``main`` with :func:`user_errors`. An error that names a bad file, row, field or config value
 (the classes in :func:`user_error_types`, a missing file among them) prints as one ``error: ...`` message on stderr
-and exits with status 1; ``HYDRA_FULL_ERROR=1`` shows the whole traceback, as Hydra does for its own errors. Any other exception is a bug
-and keeps its traceback.
+and exits with status 1; ``HYDRA_FULL_ERROR=1`` shows the whole traceback, as Hydra does for its own errors. Any
+other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

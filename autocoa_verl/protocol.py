@@ -258,7 +258,8 @@ def render_observation(
     """Renders retrieved passages (FlashRAG ``contents`` strings) as one observation block.
 
     Observation tags quoted inside a passage are escaped (``<`` as ``&lt;``), so that retrieved text can never close
-    the block and put words, an answer say, outside it. The block always ends with the closing tag; when it would exceed ``max_chars`` characters or ``max_tokens``
+    the block and put words, an answer say, outside it. The block always ends with the closing tag; when it would
+    exceed ``max_chars`` characters or ``max_tokens``
     tokens (counted with ``count_tokens``), the body is cut and ``TRUNCATION_MARKER`` is written before the tag.
 
     >>> render_observation(['"Quessly"\\nQuessly was founded by Mira Oltan.'])

@@ -52,13 +52,13 @@ def rollout_groups(dump_dir: str | Path) -> dict[int, list[list[float]]]:
 def step_summary(step: int, m: dict[str, float]) -> str:
     """One line per RL step: reward, searches, observations by source, time.
 
-    >>> step_summary(2, {"critic/score/mean": 0.25, "timing_s/coa/searches/mean": 1.5, "timing_s/coa/obs_real/total": 6,
-    ...                  "timing_s/gen": 10.0, "timing_s/update_actor": 5.0, "timing_s/step": 16.0})
-    'RL step 2: reward 0.250, searches/sample 1.50, observations real 6 / simulated 0; time gen 10.0 s, update 5.0 s, step 16.0 s'
+    >>> step_summary(2, {"critic/score/mean": 0.25, "timing_s/coa/obs_real/total": 6}).split("; ")[0]
+    'RL step 2: reward 0.250, searches/sample 0.00, observations real 6 / simulated 0'
     """
     return (f"RL step {step}: reward {m['critic/score/mean']:.3f}, searches/sample "
             f"{m.get('timing_s/coa/searches/mean', 0.0):.2f}, observations real "
-            f"{m.get('timing_s/coa/obs_real/total', 0.0):.0f} / simulated {m.get('timing_s/coa/obs_simulated/total', 0.0):.0f}; "
+            f"{m.get('timing_s/coa/obs_real/total', 0.0):.0f} / simulated "
+            f"{m.get('timing_s/coa/obs_simulated/total', 0.0):.0f}; "
             f"time gen {m.get('timing_s/gen', 0.0):.1f} s, update {m.get('timing_s/update_actor', 0.0):.1f} s, "
             f"step {m.get('timing_s/step', 0.0):.1f} s")
 

