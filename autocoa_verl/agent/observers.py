@@ -156,3 +156,9 @@ def shared_retriever_client(url: str, **options: Any) -> RetrieverClient:
     if key not in clients:
         clients[key] = RetrieverClient(url, **options)
     return clients[key]
+
+
+async def close_shared_clients() -> None:
+    """Closes the running loop's shared clients (their connection pools); call it before the loop ends."""
+    for client in _CLIENTS.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()

@@ -115,6 +115,9 @@ class LocalVLLMServer:
         return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason=completion.finish_reason)
 
     def shutdown(self) -> None:
+        from autocoa_verl.agent.observers import close_shared_clients
+
+        self.loop.run_until_complete(close_shared_clients())
         self.engine.shutdown()
         self.engine = None  # let vLLM's own finaliser run now, not at interpreter exit
         pending = asyncio.all_tasks(self.loop)  # vLLM's output handler: cancel it while the loop still runs

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from autocoa_verl.agent.observers import close_shared_clients
 from autocoa_verl.agent.standalone import build_agent_loop, compose_rl_config
 from autocoa_verl.protocol import TRUNCATION_MARKER, build_prompt, get_preset, render_observation
 from tests.agent.fakes import ScriptedServer
@@ -38,7 +39,10 @@ def run_loop(tokenizer, turns, overrides=(), preset="search_r1", honour_stops=Tr
 
     async def go():  # verl's loop binds the running event loop when it is built, as in its worker
         loop = build_agent_loop(config, server, tokenizer, hf_model_type="qwen2")
-        return await loop.run(params, raw_prompt=build_prompt(QUESTION, preset), **fields)
+        try:
+            return await loop.run(params, raw_prompt=build_prompt(QUESTION, preset), **fields)
+        finally:
+            await close_shared_clients()
 
     output = asyncio.run(go())
     assert server.turns == [], "the loop stopped before the script ended"
@@ -256,7 +260,10 @@ def test_no_script_of_model_turns_returns_more_than_the_response_length(tiny_tok
 
         async def go():
             loop = build_agent_loop(configs[limit], server, tiny_tokenizer, hf_model_type="qwen2")
-            return await loop.run(dict(params), raw_prompt=build_prompt(QUESTION))
+            try:
+                return await loop.run(dict(params), raw_prompt=build_prompt(QUESTION))
+            finally:
+                await close_shared_clients()
 
         output = asyncio.run(go())
         n = len(output.response_ids)

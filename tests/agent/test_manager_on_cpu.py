@@ -7,6 +7,7 @@ import pytest
 from verl.protocol import DataProto
 
 from autocoa_verl.agent.manager import CoAAgentLoopManager, CoAAgentLoopWorker, aggregate_coa_metrics
+from autocoa_verl.agent.observers import close_shared_clients
 from autocoa_verl.agent.standalone import compose_rl_config
 from autocoa_verl.config import config_dir
 from autocoa_verl.protocol import build_prompt
@@ -32,7 +33,13 @@ def test_worker_passes_the_step_to_the_schedule_and_verl_pads_the_masks(tiny_mod
     prompts[:] = [build_prompt("Who founded Quessly?"), build_prompt("Who founded Quessly?")]
     batch = DataProto.from_dict(non_tensors={"raw_prompt": prompts}, meta_info={"global_steps": 6})
 
-    output = asyncio.run(worker.generate_sequences(batch))
+    async def generate():
+        try:
+            return await worker.generate_sequences(batch)
+        finally:
+            await close_shared_clients()
+
+    output = asyncio.run(generate())
 
     assert list(output.non_tensor_batch["coa_source"]) == ["real", "real"]  # step 6 of 5:1 is the real one
     mask, responses = output.batch["response_mask"], output.batch["responses"]
