@@ -206,13 +206,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--response-length", type=int, default=768,
                         help="tokens of an agent's whole response (3-hop oracle trajectories reach ~700)")
     parser.add_argument("--baseline-tokens", type=int, default=256, help="tokens per baseline generation (turn)")
-    parser.add_argument("--curriculum-questions", type=int, default=128)
+    parser.add_argument("--curriculum-questions", type=int, default=256)
     parser.add_argument("--curriculum-samples", type=int, default=4)
-    parser.add_argument("--rl-steps", type=int, default=8)
+    parser.add_argument("--rl-steps", type=int, default=16)
     parser.add_argument("--rl-questions", type=int, default=4, help="questions per GRPO step")
     parser.add_argument("--rl-n", type=int, default=8, help="samples per question (the GRPO group)")
-    parser.add_argument("--rl-micro-batch", type=int, default=8)
-    parser.add_argument("--rl-lr", type=float, default=1e-5)
+    parser.add_argument("--rl-micro-batch", type=int, default=4,
+                        help="sequences per forward/backward (8 x ~900 tokens took ~12 GB in the trainer)")
+    parser.add_argument("--rl-lr", type=float, default=2e-5)
     parser.add_argument("--rl-temperature", type=float, default=1.0)
     parser.add_argument("--rl-arg", action="append", default=[], help="extra Hydra override for both RL runs")
     parser.add_argument("--stop-after", choices=["sft", "rl-real"],
