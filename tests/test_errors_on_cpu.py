@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from autocoa_verl.errors import ConfigError, user_errors
-from autocoa_verl.rl import RLConfigError
+from autocoa_verl.rl_preflight import RLConfigError
 
 
 def _run(args, **env):

@@ -4,7 +4,7 @@ import pytest
 
 from autocoa_verl.agent.standalone import compose_rl_config
 from autocoa_verl.agent.retriever_client import check_retriever
-from autocoa_verl.rl import RLConfigError, needs_retriever, preflight
+from autocoa_verl.rl_preflight import RLConfigError, needs_retriever, preflight
 
 
 @pytest.fixture
@@ -71,3 +71,8 @@ def test_preflight_refuses_data_written_for_another_preset(paths, tmp_path):
                        preset="autocoa")
     preflight(compose_rl_config([*paths, "coa.preset=autocoa", f"data.train_files={other}",
                                  f"data.val_files={other}"], "rl_stage1"))
+
+
+def test_preflight_refuses_verls_v1_trainer(paths):
+    with pytest.raises(RLConfigError, match=r"trainer.use_v1=true: the CoA manager extends verl's legacy"):
+        preflight(compose_rl_config([*paths, "trainer.use_v1=true"], "rl_stage1"))

@@ -1,0 +1,80 @@
+"""What an RL run needs, checked before Ray and the engines start: the model, the data files and their preset, the
+schedule, the retriever when a rollout will search it, and verl's legacy trainer. Each failure is an ``RLConfigError``
+naming the config field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from autocoa_verl.agent.retriever_client import check_retriever
+from autocoa_verl.agent.schedule import ObservationSchedule
+from autocoa_verl.errors import ConfigError
+
+
+class RLConfigError(ConfigError):
+    """An RL run that cannot start: names the config field and what is wrong with it."""
+
+
+def needs_retriever(config: DictConfig) -> bool:
+    """Whether any rollout of this run (training up to ``total_training_steps`` if set, or validation) searches the
+    real retriever."""
+    schedule = ObservationSchedule.from_config(config.coa.schedule)
+    if schedule.kind == "always_real":
+        return True
+    validates = config.trainer.test_freq > 0 or config.trainer.val_before_train or config.trainer.val_only
+    if validates and schedule.validation == "real":
+        return True
+    if schedule.kind == "always_simulated":
+        return False
+    steps = config.trainer.total_training_steps
+    if steps is None:
+        return True
+    return schedule.count(1, int(steps))["real"] > 0
+
+
+def _paths(files) -> list[str]:
+    return [files] if isinstance(files, str) else list(files)
+
+
+def check_data_preset(path: str | Path, preset: str, prompt_key: str = "prompt") -> None:
+    """Raises :class:`RLConfigError` if the first prompt of an RL parquet carries another preset's instruction than
+    ``preset`` (the reward and the loop follow ``coa.preset``; the prompt baked into the data must too). A prompt
+    that carries no instruction of ours (data written elsewhere) is not judged."""
+    import pyarrow.parquet as pq
+
+    from autocoa_verl.protocol import preset_of_prompt
+
+    batch = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=[prompt_key]), None)
+    if batch is None or batch.num_rows == 0:
+        raise RLConfigError(f"{path}: no rows")
+    user = [m["content"] for m in batch.to_pylist()[0][prompt_key] if m["role"] == "user"]
+    found = preset_of_prompt(user[0]) if user else None
+    if found is not None and found != preset:
+        raise RLConfigError(f"{path}: its prompts carry the {found!r} instruction, but coa.preset={preset!r}; rebuild "
+                            f"the data with --preset {preset} (python -m autocoa_verl.data.toy_world / qa_files) or "
+                            f"set coa.preset={found}")
+
+
+def preflight(config: DictConfig) -> None:
+    """Fails fast, before Ray and the engines start, on a missing model, data file or retriever."""
+    model = Path(config.actor_rollout_ref.model.path)
+    if not (model / "config.json").is_file():
+        raise RLConfigError(f"actor_rollout_ref.model.path={str(model)!r}: no Hugging Face model there (config.json). "
+                            "Run the SFT stages first (make sft-stage3) or pass MODEL=.")
+    for field in ("train_files", "val_files"):
+        for path in _paths(config.data[field]):
+            if not Path(path).is_file():
+                raise RLConfigError(f"data.{field}: {path!r} does not exist (make toy-world builds the toy world's).")
+            check_data_preset(path, config.coa.preset, config.data.get("prompt_key", "prompt"))
+    ObservationSchedule.from_config(config.coa.schedule)  # validates the schedule's fields
+    if config.trainer.use_v1:
+        raise RLConfigError("trainer.use_v1=true: the CoA manager extends verl's legacy agent-loop manager; keep "
+                            "trainer.use_v1=false (rl_base.yaml).")
+    if needs_retriever(config):
+        try:
+            check_retriever(config.coa.retriever.url, "coa.retriever.url")
+        except ConfigError as error:
+            raise RLConfigError(f"{error}. Start one (make retriever) or pass its address (RETRIEVER=http://host:port);"
+                                " RL stage 1 (rl_stage1) needs none.") from None
