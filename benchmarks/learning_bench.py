@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     rows += [report_row(NAMES[key], test[f"agent ({key})"], rl_runs.get(NAMES[key], {}).get("real_calls"))
              for key in models]
     em = {r["name"]: r["em"] for r in rows}
+    timings = json.loads((out / "timings.json").read_text())
     best_sft = max((n for n in em if n.startswith("SFT")), key=lambda n: em[n])
     report = {
         "rows": rows, "best_sft_name": best_sft, "best_sft_em": em[best_sft], "rl_start": NAMES[RL_START],
@@ -283,8 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         "sft2_budget": budget, "rl": rl_runs, "test_questions": test["direct"]["questions"],
         "rl_questions_kept": pq.read_metadata(out / "rl" / "curriculum.parquet").num_rows if rl_runs else 0,
         "settings": dict(vars(args)),
-        "wall_s": sum(json.loads((out / "timings.json").read_text()).values()),
-        "stage_wall_s": json.loads((out / "timings.json").read_text()),
+        "wall_s": sum(timings.values()), "stage_wall_s": timings,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  cwd=ROOT).stdout.strip(),
         "command": "python benchmarks/learning_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -45,7 +45,7 @@ echo "  stage 3 export (HF format): $model"
 timing "SFT 1-3"
 
 step "3/6 the bm25 retriever on Ray Serve, $RETRIEVER_URL (make retriever; kept up for RL and evaluation)"
-$MAKE retriever PORT="$PORT" > "$BUILD/demo-retriever.log" 2>&1 &
+$MAKE -o index retriever PORT="$PORT" > "$BUILD/demo-retriever.log" 2>&1 &
 retriever_pid=$!
 stop_retriever() { pkill -TERM -f "recipes/serve_retriever.py.*server.port=$PORT" 2>/dev/null || true
                    wait "$retriever_pid" 2>/dev/null || true; }
@@ -79,10 +79,9 @@ timing "RL"
 
 step "6/6 evaluation on $EVAL_LIMIT held-out toy questions: baselines on the base model, the agent on base, SFT
   and RL (make eval)"
-abs() { realpath "$1"; }
 log="$BUILD/demo-eval.log"
-{ $MAKE eval MODEL="$rl_model" RETRIEVER="$RETRIEVER_URL" EVAL_ARGS="'~models' \
-    '+models={base: $(abs "$BUILD/models/smollm2-135m"), sft: $(abs "$model"), rl: $(abs "$rl_model")}' \
+{ $MAKE eval RETRIEVER="$RETRIEVER_URL" EVAL_ARGS="'~models' \
+    '+models={base: $(realpath "$BUILD/models/smollm2-135m"), sft: $(realpath "$model"), rl: $(realpath "$rl_model")}' \
     baseline_model=base datasets.toy=$BUILD/toy/test.jsonl limit=$EVAL_LIMIT \
     'methods=[direct,cot,rag,react,react_fewshot,agent]' max_tokens=768 baseline_max_tokens=192 \
     react_exemplars=$BUILD/toy/train.jsonl out_dir=$BUILD/eval/demo" 2>&1; echo $? > "$BUILD/demo-eval.rc"; } \

@@ -195,10 +195,11 @@ class RetrievalService:
         self.batcher = QueryBatcher(retriever, self.stats, max_batch_queries=max_batch_queries,
                                     max_wait_s=batch_wait_ms / 1000)
         self.cache: LRUCache | None = LRUCache(maxsize=cache_size) if cache_size > 0 else None
+        self._health = {"status": "ok", "backend": getattr(retriever, "backend", type(retriever).__name__),
+                        "documents": len(getattr(retriever, "corpus", []) or [])}
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "backend": getattr(self.retriever, "backend", type(self.retriever).__name__),
-                "documents": len(getattr(self.retriever, "corpus", []) or [])}
+        return self._health
 
     def validate(self, request: RetrieveRequest) -> tuple[list[str], int]:
         """The request's queries and topk; raises :class:`RequestError` naming the field."""

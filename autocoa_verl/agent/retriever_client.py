@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -197,15 +198,23 @@ class RetrieverClient:
 
 
 
-def check_retriever(url: str, field: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """A blocking :meth:`RetrieverClient.health` for preflight checks: the server's health, or a ``ConfigError`` that
-    names the config ``field`` holding ``url``."""
+def check_retriever(url: str, field: str, timeout_s: float = 5.0, wait_s: float = 0.0) -> dict[str, Any]:
+    """A blocking :meth:`RetrieverClient.health` for preflight checks: the server's health, asked every 0.5 s for up
+    to ``wait_s`` (a server still starting), or a ``ConfigError`` that names the config ``field`` holding ``url``."""
 
     async def probe() -> dict[str, Any]:
-        async with RetrieverClient(url, timeout_s=timeout_s, max_retries=0) as client:
-            return await client.health()
+        deadline = time.monotonic() + wait_s
+        async with RetrieverClient(url, timeout_s=timeout_s) as client:
+            while True:
+                try:
+                    return await client.health()
+                except RetrieverError:
+                    if time.monotonic() >= deadline:
+                        raise
+                await asyncio.sleep(0.5)
 
     try:
         return asyncio.run(probe())
     except RetrieverError as error:
-        raise ConfigError(f"{field}={url!r}: no retriever answered {url.rstrip('/')}/health ({error})") from None
+        within = f" within {wait_s:.0f} s" if wait_s else ""
+        raise ConfigError(f"{field}={url!r}: no retriever answered /health{within} ({error})") from None

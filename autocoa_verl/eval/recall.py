@@ -8,24 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 
-from autocoa_verl.agent.retriever_client import RetrieverClient, RetrieverError
+from autocoa_verl.agent.retriever_client import RetrieverClient, check_retriever
 from autocoa_verl.errors import ConfigError, user_errors
-
-
-async def wait_for_health(url: str, timeout_s: float) -> dict:
-    """The server's ``/health`` once it answers; a ``ConfigError`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    async with RetrieverClient(url, timeout_s=2.0) as client:
-        while True:
-            try:
-                return await client.health()
-            except RetrieverError as error:
-                if time.monotonic() > deadline:
-                    raise ConfigError(f"--url={url!r}: no retriever answered /health within {timeout_s:.0f} s "
-                                      f"({error})") from None
-                await asyncio.sleep(0.5)
 
 
 async def gold_recall(url: str, rows: list[dict], topk: int) -> tuple[int, float]:
@@ -50,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     from autocoa_verl.data.qa_files import read_qa_jsonl
 
     rows = read_qa_jsonl(args.questions)
-    health = asyncio.run(wait_for_health(args.url, args.wait))
+    health = check_retriever(args.url, "--url", timeout_s=2.0, wait_s=args.wait)
     n, recall = asyncio.run(gold_recall(args.url, rows, args.topk))
     print(f"{health.get('backend', '?')} retriever at {args.url}: {n} gold sub-queries of {args.questions}, "
           f"recall@{args.topk} {recall:.3f}")
