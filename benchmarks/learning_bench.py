@@ -6,7 +6,8 @@ Stages (each resumable: a finished stage's outputs are reused on a re-run with t
    checkpoint gives the SFT curve, and the budget is chosen from it (best dev EM, fewest steps on a tie).
 3. SFT-3 (world model) from the chosen SFT-2; optionally SFT-1 and SFT-1+2 (``--sft12-steps``).
 4. RL curriculum: the SFT-3 model's pass rate on training questions; keep 0 < pass < 1.
-5. GRPO from SFT-3 twice, same questions and settings: all-real observations, and 5:1 simulated:real.
+5. GRPO from SFT-3 twice, same questions and settings: all-real observations, and 5:1 simulated:real; a checkpoint
+   every ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
 6. Test split (all questions, greedy): the base model with direct / CoT / RAG / ReAct zero- and few-shot, and the
    agent on every model.
 
@@ -163,11 +164,26 @@ class Bench:
             f"data.max_response_length={a.response_length}", f"actor_rollout_ref.actor.optim.lr={a.rl_lr}",
             # epochs: as many passes over the curriculum as the steps need
             f"trainer.total_training_steps={a.rl_steps}", "trainer.total_epochs=1000",
-            f"trainer.save_freq={a.rl_steps}", "trainer.test_freq=-1",
+            f"trainer.save_freq={a.rl_save_every or a.rl_steps}", "trainer.test_freq=-1",
             "trainer.resume_mode=auto", f"trainer.default_local_dir={ckpt}",
             f"trainer.rollout_data_dir={self.out / 'rl' / name / 'rollouts'}",
             f"hydra.run.dir={self.out / 'hydra' / name}", *a.rl_arg])
         return parse_step_metrics(log_path.read_text()), final
+
+    def choose_rl_checkpoint(self, name: str) -> tuple[dict[int, float], int, Path]:
+        """Each saved checkpoint of one RL run on the dev split; returns the dev curve, the chosen step (as
+        ``choose_budget``) and its HF export. With one checkpoint there is nothing to choose and nothing is run."""
+        saved = {int(d.name.rsplit("_", 1)[1]): d / "actor" / "huggingface"
+                 for d in (self.out / "checkpoints" / name).glob("global_step_*")
+                 if (d / "actor" / "huggingface" / "config.json").is_file()}
+        if len(saved) == 1:
+            (step, path), = saved.items()
+            return {}, step, path
+        dev = self.evaluate(f"dev-{name}", {f"step{s}": p for s, p in sorted(saved.items())}, "dev",
+                            self.args.dev_questions)
+        curve = {s: dev[f"agent (step{s})"]["em"] for s in saved}
+        step = choose_budget(curve)
+        return curve, step, saved[step]
 
 
 def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, Any]:
@@ -214,6 +230,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rl-micro-batch", type=int, default=4,
                         help="sequences per forward/backward (8 x ~900 tokens took ~12 GB in the trainer)")
     parser.add_argument("--rl-lr", type=float, default=2e-5)
+    parser.add_argument("--rl-save-every", type=int, default=None,
+                        help="RL checkpoint interval (default: the last step only); with several, the dev split "
+                             "chooses each run's model")
     parser.add_argument("--rl-temperature", type=float, default=1.0)
     parser.add_argument("--rl-arg", action="append", default=[], help="extra Hydra override for both RL runs")
     parser.add_argument("--stop-after", choices=["sft", "rl-real"],
@@ -247,8 +266,11 @@ def run_stages(args: argparse.Namespace) -> tuple[dict, dict[int, float], int, d
         if args.stop_after != "sft":
             data = bench.curriculum(models[RL_START])
             for key, config in (("rl_real", "rl_stage2"), ("rl_mixed", "rl_mixed")):
-                steps, models[key] = bench.rl(key, config, models[RL_START], data)
-                rl_runs[NAMES[key]] = rl_summary(steps, bench.out / "rl" / key / "rollouts")
+                steps, _ = bench.rl(key, config, models[RL_START], data)
+                dev_curve, chosen, models[key] = bench.choose_rl_checkpoint(key)
+                rl_runs[NAMES[key]] = {**rl_summary(steps, bench.out / "rl" / key / "rollouts"),
+                                       "dev_curve": {str(k): v for k, v in sorted(dev_curve.items())},
+                                       "chosen_step": chosen}
                 if args.stop_after == "rl-real":
                     break
         test = bench.evaluate("test", models, "test", args.test_questions, BASELINES + ["agent"])

@@ -64,6 +64,9 @@ def markdown(report: dict) -> str:
                   "group share per step " + ", ".join("—" if z is None else f"{z:.2f}"
                                                       for z in rl["zero_variance_share"]) +
                   f"; real retriever calls {rl['real_calls']}, simulated observations {rl['simulated_observations']}"]
+        if rl.get("dev_curve"):
+            lines[-1] += ("; dev EM by checkpoint " + ", ".join(f"{k}: {v:.3f}" for k, v in rl["dev_curve"].items())
+                          + f"; the test row is step {rl['chosen_step']}")
     lines += ["", "## Targets", ""] + [f"- {t}" for t in report["targets"]]
     return "\n".join(lines) + "\n"
 

@@ -7,12 +7,14 @@
 The job's first step deploys the retriever (``recipes/serve_retriever.py server.detach=true``) into the cluster, or
 reuses the one already running under ``--app-name``; ``--retriever-url`` skips that and uses a server you run. The
 second step is exactly ``recipes/rl.py`` with your Hydra overrides. The project directory is the job's working_dir
-(uploaded; build outputs and virtualenvs excluded), so models, data and indexes must be on storage every node sees.
+(uploaded; build outputs and virtualenvs excluded), so models, data, indexes and checkpoints must be on storage every
+node sees: the launcher refuses paths that would not reach the job (``check_paths``).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import shlex
 import sys
 import time
@@ -21,6 +23,9 @@ from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 EXCLUDES = ["build/", ".venv*/", "outputs/", "checkpoints/", ".git/", "**/__pycache__/", "*.egg-info/"]
+# the RL config's fields that name files the job reads, and (OUTPUTS) directories it writes
+INPUTS = ["actor_rollout_ref.model.path", "data.train_files", "data.val_files"]
+OUTPUTS = ["trainer.default_local_dir", "trainer.rollout_data_dir", "trainer.validation_data_dir"]
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -30,8 +35,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="the cluster's job-submission (dashboard) address (default: %(default)s)")
     parser.add_argument("--config-name", default="rl_stage2", choices=["rl_stage1", "rl_stage2", "rl_mixed"])
     parser.add_argument("--retriever", default="bm25", help="retriever backend to deploy (hydra_configs/retriever/)")
-    parser.add_argument("--corpus", default="build/toy/corpus.jsonl", help="corpus jsonl, on storage the nodes see")
-    parser.add_argument("--index-dir", default=None, help="built index (default: build/index/<retriever>)")
+    parser.add_argument("--corpus", help="corpus jsonl to deploy the retriever on, on storage the nodes see")
+    parser.add_argument("--index-dir", help="its built index (make index), on storage the nodes see")
     parser.add_argument("--retriever-port", type=int, default=8000, help="Ray Serve HTTP port on every node")
     parser.add_argument("--replicas", type=int, default=1, help="retriever replicas")
     parser.add_argument("--app-name", default="retriever", help="Serve application name (shared across jobs)")
@@ -49,15 +54,44 @@ def entrypoint(args: argparse.Namespace) -> str:
     url = args.retriever_url or f"http://127.0.0.1:{args.retriever_port}"
     steps = []
     if not args.retriever_url:
-        index_dir = args.index_dir or f"build/index/{args.retriever}"
         steps.append(["python", "recipes/serve_retriever.py", f"retriever={args.retriever}",
-                      f"corpus_path={args.corpus}", f"index_dir={index_dir}", "server.mode=ray",
+                      f"corpus_path={args.corpus}", f"index_dir={args.index_dir}", "server.mode=ray",
                       "server.ray_address=auto", "server.detach=true", f"server.port={args.retriever_port}",
                       f"server.replicas={args.replicas}", f"server.app_name={args.app_name}",
                       "hydra.run.dir=outputs/serve_retriever"])
     steps.append(["python", "recipes/rl.py", "--config-name", args.config_name, f"coa.retriever.url={url}",
                   *args.overrides])
     return " && ".join(shlex.join(step) for step in steps)
+
+
+def _excluded(path: str) -> bool:
+    """Whether a relative path lies under a directory the upload excludes (``build/...``, ``.venv-gpu/...``)."""
+    top = Path(path).parts[0] + "/" if Path(path).parts else ""
+    return any(fnmatch.fnmatch(top, pattern) for pattern in EXCLUDES)
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Raises ``SystemExit`` with one line naming every path that would not reach the job: an input under a directory
+    the upload excludes, or a relative output directory (the job writes it into its temporary copy of the project,
+    which is discarded). Absolute paths pass: shared storage is the documented way."""
+    from omegaconf import OmegaConf
+
+    from autocoa_verl.config import compose
+
+    if not args.retriever_url and not (args.corpus and args.index_dir):
+        raise SystemExit("launch_rl: --corpus and --index-dir are needed to deploy the retriever (or --retriever-url "
+                         "to use a running one)")
+    config = compose(args.config_name, args.overrides)
+    found = [] if args.retriever_url else [("--corpus", args.corpus), ("--index-dir", args.index_dir)]
+    for key in INPUTS + OUTPUTS:
+        value = OmegaConf.select(config, key)
+        found += [(key, path) for path in ([value] if isinstance(value, str) else list(value or []))]
+    bad = [f"{key}={path}" for key, path in found if not Path(path).is_absolute()
+           and (_excluded(path) or key in OUTPUTS)]
+    if bad:
+        raise SystemExit(f"launch_rl: {', '.join(bad)}: relative paths do not reach a Ray job (its working_dir is an "
+                         "upload of the project without build/, and what it writes there is discarded); pass "
+                         "absolute paths on storage every node sees (README: On a Ray cluster)")
 
 
 def runtime_env() -> dict:
@@ -67,6 +101,7 @@ def runtime_env() -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    check_paths(args)
     command, env = entrypoint(args), runtime_env()
     submission_id = args.submission_id or f"autocoa-{args.config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.dry_run:

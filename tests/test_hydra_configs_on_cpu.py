@@ -11,10 +11,10 @@ CONFIG_DIR = config_dir()
 COMPOSITIONS = [
     ("sft_stage1", [], {"sft_stage1.yaml", "sft_base.yaml"}),
     ("sft_stage2", ["+platform=sft_cpu"], {"sft_stage2.yaml", "platform/sft_cpu.yaml"}),
-    ("sft_stage3", [], {"sft_stage3.yaml"}),
+    ("sft_stage3", ["+platform=sft_sdpa"], {"sft_stage3.yaml", "platform/sft_sdpa.yaml"}),
     ("rl_stage1", [], {"rl_stage1.yaml", "rl_base.yaml", "reward/coa.yaml"}),
     ("rl_stage2", ["+platform=rl_cpu"], {"rl_stage2.yaml", "platform/rl_cpu.yaml"}),
-    ("rl_mixed", [], {"rl_mixed.yaml"}),
+    ("rl_mixed", ["+platform=rl_sdpa"], {"rl_mixed.yaml", "platform/rl_sdpa.yaml"}),
     ("eval", [], {"eval.yaml"}),
     ("synthesis", ["teacher=/m", "questions=/q.jsonl", "out_dir=/o"], {"synthesis.yaml"}),
     ("retriever_server", [], {"retriever_server.yaml", "retriever/bm25.yaml"}),

@@ -8,6 +8,7 @@ The private verl names this module relies on are listed, and tested, in ``autoco
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from verl.trainer.sft_trainer import SFTTrainer
 from verl.utils import tensordict_utils as tu
 
+from autocoa_verl.errors import ConfigError
 from autocoa_verl.sft.losses import PAIR_METRICS, contrastive_loss
 
 
@@ -80,6 +82,28 @@ class ContrastiveSFTTrainer(SFTTrainer):
 TRAINERS = {"nll": SFTTrainer, "contrastive": ContrastiveSFTTrainer}
 
 
+def check_layout(config, world_size: int) -> None:
+    """Raises :class:`ConfigError` if ``data.train_batch_size`` does not split over ``world_size`` processes into
+    whole micro-batches. verl's trainer gives each data-parallel rank ``train_batch_size // dp`` rows and drops the
+    remainder silently; this says so before the model loads.
+
+    >>> from omegaconf import OmegaConf
+    >>> check_layout(OmegaConf.create({"data": {"train_batch_size": 32, "micro_batch_size_per_gpu": 4}}), 8)
+    >>> check_layout(OmegaConf.create({"data": {"train_batch_size": 32, "micro_batch_size_per_gpu": 8}}), 8)
+    Traceback (most recent call last):
+    ...
+    autocoa_verl.errors.ConfigError: data.train_batch_size=32 over 8 data-parallel ranks is 4 rows each, not a multiple of data.micro_batch_size_per_gpu=8
+    """
+    dp = world_size // config.get("engine", {}).get("ulysses_sequence_parallel_size", 1)
+    batch, micro = config.data.train_batch_size, config.data.micro_batch_size_per_gpu
+    if batch % dp:
+        raise ConfigError(f"data.train_batch_size={batch} does not divide over {dp} data-parallel ranks (verl would "
+                          f"drop {batch % dp} rows a step)")
+    if not config.data.get("use_dynamic_bsz", False) and (batch // dp) % micro:
+        raise ConfigError(f"data.train_batch_size={batch} over {dp} data-parallel ranks is {batch // dp} rows each, "
+                          f"not a multiple of data.micro_batch_size_per_gpu={micro}")
+
+
 def run_sft(config) -> None:
     """verl's ``run_sft`` with the trainer that ``autocoa.loss`` names."""
     from verl.utils.distributed import destroy_global_process_group, initialize_global_process_group
@@ -87,6 +111,7 @@ def run_sft(config) -> None:
     loss = config.autocoa.loss
     if loss not in TRAINERS:
         raise ValueError(f"autocoa.loss must be one of {sorted(TRAINERS)}, got {loss!r}")
+    check_layout(config, int(os.environ.get("WORLD_SIZE", 1)))
     initialize_global_process_group()
     trainer = TRAINERS[loss](config=config)
     trainer.fit()
