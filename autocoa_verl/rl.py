@@ -6,14 +6,33 @@ replica all come in through verl's own hooks, named in ``hydra_configs/rl_base.y
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import os
+
+from omegaconf import DictConfig, open_dict
 
 from autocoa_verl.rl_preflight import preflight
+
+
+def join_running_cluster(config: DictConfig) -> bool:
+    """Inside a Ray job (``RAY_ADDRESS`` set, as the job supervisor does) verl's ``ray.init`` joins that cluster, and Ray
+    refuses resource counts there: ``ray_kwargs.ray_init.num_cpus`` / ``num_gpus`` (the CPU overlay sets both, for a
+    cluster of its own) are dropped and the cluster's own are used. Returns whether it joins one."""
+    if not os.environ.get("RAY_ADDRESS"):
+        return False
+    ray_init = config.ray_kwargs.ray_init
+    with open_dict(ray_init):
+        for key in ("num_cpus", "num_gpus"):
+            if ray_init.get(key) is not None:
+                print(f"[autocoa] joining the Ray cluster at RAY_ADDRESS: ray_kwargs.ray_init.{key}={ray_init[key]} "
+                      "is left to the cluster", flush=True)
+                ray_init[key] = None
+    return True
 
 
 def run_rl(config: DictConfig) -> None:
     """verl's ``main_ppo`` path (device fix-up, config validation, ``run_ppo`` with the legacy task runner)."""
     preflight(config)
+    join_running_cluster(config)
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.main_ppo_v0 import TaskRunner
     from verl.trainer.ppo.utils import need_critic, need_reference_policy

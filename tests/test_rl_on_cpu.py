@@ -76,3 +76,19 @@ def test_preflight_refuses_data_written_for_another_preset(paths, tmp_path):
 def test_preflight_refuses_verls_v1_trainer(paths):
     with pytest.raises(RLConfigError, match=r"trainer.use_v1=true: the CoA manager extends verl's legacy"):
         preflight(compose_rl_config([*paths, "trainer.use_v1=true"], "rl_stage1"))
+
+
+def test_inside_a_ray_job_the_cluster_keeps_its_own_resource_counts(monkeypatch, capsys):
+    """Ray refuses num_cpus/num_gpus when ray.init joins a running cluster (a Ray job sets RAY_ADDRESS); the CPU
+    overlay sets both for a cluster of its own."""
+    from autocoa_verl.rl import join_running_cluster
+
+    config = compose_rl_config(["+platform=rl_cpu"], "rl_stage2")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert join_running_cluster(config) is False and config.ray_kwargs.ray_init.num_cpus == 32
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert join_running_cluster(config) is True
+    ray_init = config.ray_kwargs.ray_init
+    assert ray_init.num_cpus is None and ray_init.num_gpus is None
+    assert ray_init.runtime_env.env_vars.VERL_PLATFORM == "cpu"  # the rest of the overlay stays
+    assert "ray_init.num_gpus=1 is left to the cluster" in capsys.readouterr().out

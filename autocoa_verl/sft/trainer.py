@@ -84,8 +84,8 @@ TRAINERS = {"nll": SFTTrainer, "contrastive": ContrastiveSFTTrainer}
 
 def check_layout(config, world_size: int) -> None:
     """Raises :class:`ConfigError` if ``data.train_batch_size`` does not split over ``world_size`` processes into
-    whole micro-batches. verl's trainer gives each data-parallel rank ``train_batch_size // dp`` rows and drops the
-    remainder silently; this says so before the model loads.
+    whole micro-batches. verl's trainer gives each data-parallel rank ``train_batch_size // dp`` rows (dropping the
+    remainder silently), and its engine asserts whole micro-batches only once the model has loaded.
 
     >>> from omegaconf import OmegaConf
     >>> check_layout(OmegaConf.create({"data": {"train_batch_size": 32, "micro_batch_size_per_gpu": 4}}), 8)
