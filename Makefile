@@ -78,7 +78,7 @@ $(VENV)/.autocoa-installed: requirements/lock-cpu.txt setup.py requirements/vllm
 # The GPU stack, resolved for Linux x86_64 (make lock-gpu), installed without a resolver like the CPU one.
 $(VENV)/.autocoa-installed-gpu: requirements/lock-gpu.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --no-deps -r requirements/lock-gpu.txt
+	$(PIP) install -q --no-deps $(GPU_BINARY) -r requirements/lock-gpu.txt
 	rm -rf autocoa_verl.egg-info
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import verl, vllm, autocoa_verl; print('installed: verl', verl.__version__, 'vllm', vllm.__version__)"
@@ -92,11 +92,21 @@ install-gpu:  ## the GPU stack in its own venv (= make install DEVICE=gpu): make
 install-flash-attn:  ## optional, on a CUDA machine with nvcc: build flash-attn (needs ~1 h) for padding-free training
 	$(PIP) install --no-build-isolation flash-attn==2.8.3
 
-lock-gpu:  ## resolve requirements/gpu.txt for Linux x86_64 into requirements/lock-gpu.txt (no GPU needed; ~10 s)
+# Resolved for CPython (this venv's version) on Linux x86_64 with glibc 2.35 (Ubuntu 22.04; llguidance's wheel needs
+# >= 2.31), wheels only (antlr4-python3-runtime, hydra's, is pure Python and ships only as source); then every pin is
+# checked to have such a wheel (pip's dry run; the GPU install never compiles).
+GPU_PLATFORMS := $(foreach v,$(shell seq 35 -1 5),--platform manylinux_2_$(v)_x86_64) --platform manylinux2014_x86_64 \
+  --platform manylinux2010_x86_64 --platform manylinux1_x86_64 --platform linux_x86_64
+GPU_BINARY := --only-binary=:all: --no-binary=antlr4-python3-runtime
+lock-gpu:  ## resolve requirements/gpu.txt for Linux x86_64 into requirements/lock-gpu.txt and check its wheels (~1 min)
 	test -x $(BUILD)/uv/bin/uv || { python3 -m venv $(BUILD)/uv && $(BUILD)/uv/bin/pip install -q uv==0.13.8; }
-	$(BUILD)/uv/bin/uv pip compile -q requirements/gpu.txt --python-platform x86_64-manylinux_2_28 \
-	  --python-version $$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') \
+	$(eval PYVER := $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
+	$(BUILD)/uv/bin/uv pip compile -q requirements/gpu.txt --python-platform x86_64-manylinux_2_35 \
+	  --python-version $(PYVER) --only-binary :all: --no-binary antlr4-python3-runtime \
 	  --custom-compile-command "make lock-gpu" -o requirements/lock-gpu.txt
+	$(BUILD)/uv/bin/pip install -q --dry-run --no-deps --ignore-installed --target $(BUILD)/uv/dry-run \
+	  --python-version $(PYVER) $(GPU_PLATFORMS) $(GPU_BINARY) -r requirements/lock-gpu.txt
+	@echo "requirements/lock-gpu.txt: $$(grep -c '==' requirements/lock-gpu.txt) pins, each with a Linux x86_64 wheel"
 
 lock: $(STAMP)  ## rewrite requirements/lock-cpu.txt from the current venv (keeps its header)
 	{ sed -n '/^#/p' requirements/lock-cpu.txt; $(PIP) freeze --exclude-editable | grep -v '^autocoa\|^vllm @\|^vllm=='; } > requirements/lock-cpu.txt.new

@@ -14,8 +14,8 @@ from autocoa_verl.rl_preflight import preflight
 
 
 def join_running_cluster(config: DictConfig) -> bool:
-    """Inside a Ray job (``RAY_ADDRESS`` set, as the job supervisor does) verl's ``ray.init`` joins that cluster, and Ray
-    refuses resource counts there: ``ray_kwargs.ray_init.num_cpus`` / ``num_gpus`` (the CPU overlay sets both, for a
+    """Inside a Ray job (``RAY_ADDRESS`` set, as the job supervisor does) verl's ``ray.init`` joins that cluster, and
+    Ray refuses resource counts there: ``ray_kwargs.ray_init.num_cpus`` / ``num_gpus`` (the CPU overlay sets both, for a
     cluster of its own) are dropped and the cluster's own are used. Returns whether it joins one."""
     if not os.environ.get("RAY_ADDRESS"):
         return False

