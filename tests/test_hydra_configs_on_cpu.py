@@ -119,4 +119,5 @@ def test_rl_cpu_overlay():
     assert (rollout.name, rollout.enable_sleep_mode, rollout.free_cache_engine) == ("vllm", False, False)
     assert config.ray_kwargs.ray_init.runtime_env.env_vars.VLLM_TARGET_DEVICE == "cpu"
     assert config.actor_rollout_ref.actor.strategy == "fsdp2"
+    assert config.actor_rollout_ref.actor.use_kl_loss  # the GPU runs' loss (the platform unpins the reference)
     assert compose("rl_stage2", []).trainer.device == "cuda"

@@ -11,11 +11,16 @@ Each piece, and why it exists:
                                     makes on a device module (``_CPUDeviceModule``).
     ``_select_fsdp_engines``        verl registers its FSDP engines for ``cuda``/``npu`` only; its engine-selection
                                     override (``VERL_ENGINE_DEVICE``) picks the same device-agnostic FSDP2 classes.
-    ``_patch_init_process_group``   the one patch: verl builds the backend string ``"cpu:gloo,{device}:{backend}"``,
+    ``_patch_init_process_group``   verl builds the backend string ``"cpu:gloo,{device}:{backend}"``,
                                     which on CPU is ``"cpu:gloo,cpu:gloo"`` and torch rejects the duplicate device.
                                     We collapse exactly that string to ``"gloo"``. ``tests/cpu/test_platform_on_cpu.py``
                                     fails when torch accepts the string (patch no longer needed) or verl stops building
                                     it (patch no longer applies).
+    ``_unpin_cpu_offload``          verl builds the reference model forward-only with FSDP2's
+                                    ``CPUOffloadPolicy(pin_memory=True)``; pinning needs an accelerator ("Cannot access
+                                    accelerator device when none is available"). On CPU the policy is built unpinned,
+                                    so the KL loss runs as on GPU. Tested like the backend patch: still needed, still
+                                    applies.
     ``_use_all_cores``              torchrun and Ray start workers with OMP_NUM_THREADS=1 (right for GPU workers; a
                                     SmolLM2 fp32 SFT step took 161 s with 1 thread, 25 s with 2): each local rank gets
                                     its share of the cores instead (``AUTOCOA_CPU_THREADS`` overrides).
@@ -131,6 +136,24 @@ def _patch_init_process_group() -> None:
     torch.distributed.init_process_group = init_process_group
 
 
+def _unpin_cpu_offload() -> None:
+    """FSDP2's ``CPUOffloadPolicy`` is built with ``pin_memory=False`` in this process (see the module docstring).
+    Patched on the class, which every importer shares, so the order in which verl's modules load does not matter."""
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    original = CPUOffloadPolicy.__init__
+    if getattr(original, "_autocoa_cpu_patch", False):
+        return
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.pin_memory = False
+
+    __init__._autocoa_cpu_patch = True
+    __init__.__wrapped__ = original
+    CPUOffloadPolicy.__init__ = __init__
+
+
 def _load_cpu_vllm_replica() -> type:
     from autocoa_verl.cpu.rollout import CPUvLLMReplica  # imports vLLM: only when a rollout is started
 
@@ -149,6 +172,7 @@ class PlatformCPU(PlatformBase):
 
     def __init__(self) -> None:
         _patch_init_process_group()
+        _unpin_cpu_offload()
         _select_fsdp_engines()
         _use_all_cores()
         _register_cpu_vllm_replica()

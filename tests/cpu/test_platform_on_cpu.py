@@ -1,4 +1,5 @@
-"""The CPU platform plugin: selection, the one patch it applies (and whether that patch is still needed)."""
+"""The CPU platform plugin: selection, and each patch it applies with whether that patch is still needed and still
+applies to the verl it stands on."""
 
 import json
 import os
@@ -72,3 +73,44 @@ def test_patch_still_needed_torch_rejects_the_duplicate_backend():
             print(json.dumps({{"rejected": True, "error": type(e).__name__}}))
     """
     assert _run(code)["rejected"] is True
+
+
+def test_unpin_patch_applies_verl_still_builds_the_reference_pinned():
+    """verl's FSDP2 engine builds forward-only models (the reference) with CPUOffloadPolicy(pin_memory=True); on the
+    CPU platform that policy comes out unpinned, and a forward through an offloaded FSDP2 module works."""
+    import inspect
+
+    from verl.workers.engine.fsdp import transformer_impl
+
+    assert "CPUOffloadPolicy(pin_memory=True)" in inspect.getsource(transformer_impl.FSDPEngine)
+    code = """
+        import json, torch, torch.distributed as dist
+        from verl.utils.device import get_device_name
+        get_device_name()  # instantiates the platform, which installs the patch
+        from torch.distributed.device_mesh import init_device_mesh
+        from verl.utils.fsdp_utils import CPUOffloadPolicy, fully_shard
+        dist.init_process_group("gloo")
+        policy = CPUOffloadPolicy(pin_memory=True)
+        module = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+        fully_shard(module, mesh=init_device_mesh("cpu", (1,)), offload_policy=policy)
+        with torch.no_grad():
+            shape = list(module(torch.ones(3, 4)).shape)
+        print(json.dumps({"pinned": policy.pin_memory, "shape": shape}))
+    """
+    assert _run(code, VERL_PLATFORM="cpu") == {"pinned": False, "shape": [3, 2]}
+
+
+def test_unpin_patch_still_needed_a_pinned_offload_fails_without_an_accelerator():
+    code = """
+        import json, torch, torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+        dist.init_process_group("gloo")
+        module = torch.nn.Linear(4, 2)
+        try:
+            fully_shard(module, mesh=init_device_mesh("cpu", (1,)), offload_policy=CPUOffloadPolicy(pin_memory=True))
+            print(json.dumps({"failed": False}))
+        except RuntimeError as e:
+            print(json.dumps({"failed": True, "accelerator": "accelerator" in str(e)}))
+    """
+    assert _run(code) == {"failed": True, "accelerator": True}

@@ -88,7 +88,9 @@ def test_rl_stage1_trains_on_simulated_observations(setup, stage1_run):
         assert_step_used(metrics, "simulated")
         # logged every step: reward, EM, actions per sample, environment latency, the update
         for key in ("critic/score/mean", "timing_s/coa/searches/mean", "timing_s/coa/env_latency_s/mean",
-                    "timing_s/gen", "timing_s/update_actor", "actor/pg_loss"):
+                    "timing_s/gen", "timing_s/update_actor", "actor/pg_loss",
+                    # the KL loss to the reference, as on GPU (the CPU platform unpins the reference's offload)
+                    "actor/kl_loss", "timing_s/ref"):
             assert key in metrics, key
     exported = out / "global_step_2" / "actor" / "huggingface"
     assert len(changed_tensors(model, exported)) >= 10  # the policy moved, and the export has it
