@@ -155,7 +155,8 @@ def compare_markdown(report: dict) -> str:
 def setup(args) -> str:
     return (f"{args.device.upper()}, start model {args.model}, {args.steps} GRPO steps of {args.batch} questions x "
             f"{args.n} samples, schedule {args.simulated_per_real}:1 simulated:real, lr {args.lr}, "
-            f"{args.response_length}-token responses, bm25 on loopback.")
+            f"{args.response_length}-token responses, bm25 on loopback"
+            + (f"; overrides: {' '.join(args.rl_arg)}." if args.rl_arg else "."))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks.learning_bench import ROOT, choose_budget
+from benchmarks.learning_bench import ROOT, Bench, _parser, choose_budget
 from benchmarks.learning_report import check_report, markdown, report_row, reward_windows, targets
 
 
@@ -18,6 +18,29 @@ def _summary(em, hops=None):
 def test_budget_is_the_best_dev_em_with_the_fewest_steps():
     assert choose_budget({30: 0.4, 60: 0.7, 90: 0.7, 120: 0.65}) == 60
     assert choose_budget({30: 0.7, 60: 0.5}) == 30
+
+
+def test_an_rl_run_is_evaluated_on_dev_at_each_checkpoint_and_the_best_is_chosen(tmp_path, monkeypatch):
+    bench = Bench(_parser().parse_args(["--out", str(tmp_path), "--dev-questions", "7"]))
+    ckpt = tmp_path / "checkpoints" / "rl_real"
+    for step in (8, 16, 24):
+        (ckpt / f"global_step_{step}" / "actor" / "huggingface").mkdir(parents=True)
+        (ckpt / f"global_step_{step}" / "actor" / "huggingface" / "config.json").write_text("{}")
+    (ckpt / "global_step_32" / "actor").mkdir(parents=True)  # unfinished: no HF export
+    calls = []
+
+    def evaluate(name, models, split, limit):
+        calls.append((name, sorted(models), split, limit))
+        return {"agent (step8)": {"em": 0.5}, "agent (step16)": {"em": 0.7}, "agent (step24)": {"em": 0.7}}
+
+    monkeypatch.setattr(bench, "evaluate", evaluate)
+    curve, step, path = bench.choose_rl_checkpoint("rl_real")
+    assert calls == [("dev-rl_real", ["step16", "step24", "step8"], "dev", 7)]
+    assert curve == {8: 0.5, 16: 0.7, 24: 0.7} and step == 16  # the fewest steps on a tie
+    assert path == ckpt / "global_step_16" / "actor" / "huggingface"
+    for step in (8, 24):
+        (ckpt / f"global_step_{step}" / "actor" / "huggingface" / "config.json").unlink()
+    assert bench.choose_rl_checkpoint("rl_real") == ({}, 16, path) and len(calls) == 1  # one: nothing to choose
 
 
 def test_reward_windows_average_the_first_and_last_steps():
