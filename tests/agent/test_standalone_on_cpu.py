@@ -63,43 +63,54 @@ def test_real_engine_as_its_own_world_model(engine, question):
         assert output.extra_fields["coa_outcome"] == "answer"
 
 
-class FailsFirst:
-    """bm25, whose first batch fails (the server answers 500), as a backend does while it reloads."""
+class Reloading:
+    """bm25 behind a server that answers 500 while its index reloads, until ``ready`` (every request that arrives
+    before then fails, however the client's coalescing groups the samples' searches into requests)."""
 
     def __init__(self, inner):
-        self.inner, self.backend, self.corpus, self.calls = inner, "bm25", inner.corpus, 0
+        self.inner, self.backend, self.corpus, self.ready = inner, "bm25", inner.corpus, False
 
     def batch_search(self, queries, topk, return_scores=False):
-        self.calls += 1
-        if self.calls == 1:
+        if not self.ready:
             raise OSError("index reloading")
         return self.inner.batch_search(queries, topk, return_scores)
 
 
+@pytest.mark.parametrize("coalesce_ms", [2.0, 0.0], ids=["coalesced", "a-request-per-sample"])
 @pytest.mark.parametrize("comes_back", [True, False], ids=["restarted", "stays-down"])
-def test_retriever_fails_and_stops_mid_batch(engine, question, bm25, monkeypatch, comes_back):
-    """Mid-batch, the retriever answers 500, then its server stops; it is restarted during the client's next backoff
-    (or never). Every sample ends, answered after the retries or as ``env_failure`` with its mask zeroed, and no
+def test_retriever_fails_and_stops_mid_batch(engine, question, bm25, monkeypatch, comes_back, coalesce_ms):
+    """Mid-batch, the retriever answers 500 (its index reloads), then its server stops; it is restarted, reloaded,
+    before any request's last attempt (or never). Every sample ends, answered after the retries or as ``env_failure`` with its mask zeroed, and no
     request makes more attempts than ``max_retries + 1``."""
-    server = ServerThread(create_app(FailsFirst(bm25))).start()
+    backend = Reloading(bm25)
+    server = ServerThread(create_app(backend)).start()
     retries, events = [], []
     backoff = RetrieverClient._backoff
 
+    stopped, restarted = asyncio.Event(), asyncio.Event()
+
     async def faults_on_backoff(self, retry):  # the fault schedule follows the client's own steps, not a clock
         retries.append(retry)
-        if not events:
+        if not events:  # the first failure anywhere: the server goes down
             events.append("stopped")
             await asyncio.to_thread(server.stop)
-        elif comes_back and events == ["stopped"]:
-            events.append("restarted")
-            await asyncio.to_thread(server.start)
+            stopped.set()
+        if comes_back and retry >= 1:  # before any request's last attempt, it is back (reloaded)
+            if events == ["stopped"]:
+                events.append("restarted")
+                await stopped.wait()
+                backend.ready = True
+                await asyncio.to_thread(server.start)
+                restarted.set()
+            await restarted.wait()
         await backoff(self, retry)
 
     monkeypatch.setattr(RetrieverClient, "_backoff", faults_on_backoff)
     samples = 4
     try:
         outputs, _ = rollout(engine, question, [f"coa.retriever.url={server.url}", "coa.retriever.max_retries=2",
-                                                "coa.retriever.backoff_s=0.05", "coa.retriever.timeout_s=5"], samples)
+                                                "coa.retriever.backoff_s=0.05", "coa.retriever.timeout_s=5",
+                                                f"coa.retriever.coalesce_ms={coalesce_ms}"], samples)
     finally:
         server.stop()
     assert len(outputs) == samples and events == (["stopped", "restarted"] if comes_back else ["stopped"])
