@@ -98,14 +98,13 @@ install-flash-attn:  ## optional, on a CUDA machine with nvcc: build flash-attn 
 GPU_PLATFORMS := $(foreach v,$(shell seq 35 -1 5),--platform manylinux_2_$(v)_x86_64) --platform manylinux2014_x86_64 \
   --platform manylinux2010_x86_64 --platform manylinux1_x86_64 --platform linux_x86_64
 GPU_BINARY := --only-binary=:all: --no-binary=antlr4-python3-runtime
+GPU_PYTHON = $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 lock-gpu:  ## resolve requirements/gpu.txt for Linux x86_64 into requirements/lock-gpu.txt and check its wheels (~1 min)
 	test -x $(BUILD)/uv/bin/uv || { python3 -m venv $(BUILD)/uv && $(BUILD)/uv/bin/pip install -q uv==0.13.8; }
-	$(eval PYVER := $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
 	$(BUILD)/uv/bin/uv pip compile -q requirements/gpu.txt --python-platform x86_64-manylinux_2_35 \
-	  --python-version $(PYVER) --only-binary :all: --no-binary antlr4-python3-runtime \
-	  --custom-compile-command "make lock-gpu" -o requirements/lock-gpu.txt
+	  --python-version $(GPU_PYTHON) $(GPU_BINARY) --custom-compile-command "make lock-gpu" -o requirements/lock-gpu.txt
 	$(BUILD)/uv/bin/pip install -q --dry-run --no-deps --ignore-installed --target $(BUILD)/uv/dry-run \
-	  --python-version $(PYVER) $(GPU_PLATFORMS) $(GPU_BINARY) -r requirements/lock-gpu.txt
+	  --python-version $(GPU_PYTHON) $(GPU_PLATFORMS) $(GPU_BINARY) -r requirements/lock-gpu.txt
 	@echo "requirements/lock-gpu.txt: $$(grep -c '==' requirements/lock-gpu.txt) pins, each with a Linux x86_64 wheel"
 
 lock: $(STAMP)  ## rewrite requirements/lock-cpu.txt from the current venv (keeps its header)

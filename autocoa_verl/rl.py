@@ -29,16 +29,22 @@ def join_running_cluster(config: DictConfig) -> bool:
     return True
 
 
+def validate(config: DictConfig) -> None:
+    """verl's own ``validate_config``, told (as ``main_ppo`` tells it) whether a reference model and a critic run."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+
+
 def run_rl(config: DictConfig) -> None:
     """verl's ``main_ppo`` path (device fix-up, config validation, ``run_ppo`` with the legacy task runner)."""
     preflight(config)
     join_running_cluster(config)
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.main_ppo_v0 import TaskRunner
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
     auto_set_device(config)
-    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    validate(config)
     run_ppo(config, task_runner_class=TaskRunner)

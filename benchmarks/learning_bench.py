@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.learning_report import check_report, markdown, plot, report_row, reward_windows, targets  # noqa: E402
+from benchmarks.provenance import provenance  # noqa: E402
 
 BASELINES = ["direct", "cot", "rag", "react", "react_fewshot"]
 # model key (a Hydra-safe name for evaluation) -> the report's row name
@@ -142,8 +143,9 @@ class Bench:
                                      "--response-length", str(a.response_length), "--min-rows", str(a.rl_questions)])
         return path
 
-    def rl(self, name: str, config: str, model: Path, data: Path) -> tuple[dict[int, dict[str, float]], Path]:
-        """GRPO (``recipes/rl.py``, as ``make rl``); returns the step metrics and the last HF export."""
+    def rl(self, name: str, config: str, model: Path, data: Path) -> dict[int, dict[str, float]]:
+        """GRPO (``recipes/rl.py``, as ``make rl``); returns the step metrics (``choose_rl_checkpoint`` picks the
+        export)."""
         from autocoa_verl.rl_logs import parse_step_metrics
 
         a = self.args
@@ -151,7 +153,7 @@ class Bench:
         final = ckpt / f"global_step_{a.rl_steps}" / "actor" / "huggingface"
         log_path = self.out / "logs" / f"{name}.log"
         if (final / "config.json").is_file():
-            return parse_step_metrics(log_path.read_text()), final
+            return parse_step_metrics(log_path.read_text())
         device = ["+platform=rl_cpu"] if a.device == "cpu" else ["trainer.n_gpus_per_node=1"]
         self.call(name, [
             sys.executable, str(ROOT / "recipes" / "rl.py"), "--config-name", config, *device,
@@ -168,7 +170,7 @@ class Bench:
             "trainer.resume_mode=auto", f"trainer.default_local_dir={ckpt}",
             f"trainer.rollout_data_dir={self.out / 'rl' / name / 'rollouts'}",
             f"hydra.run.dir={self.out / 'hydra' / name}", *a.rl_arg])
-        return parse_step_metrics(log_path.read_text()), final
+        return parse_step_metrics(log_path.read_text())
 
     def choose_rl_checkpoint(self, name: str) -> tuple[dict[int, float], int, Path]:
         """Each saved checkpoint of one RL run on the dev split; returns the dev curve, the chosen step (as
@@ -267,7 +269,7 @@ def run_stages(args: argparse.Namespace) -> tuple[dict, dict[int, float], int, d
         if args.stop_after != "sft":
             data = bench.curriculum(models[RL_START])
             for key, config in (("rl_real", "rl_stage2"), ("rl_mixed", "rl_mixed")):
-                steps, _ = bench.rl(key, config, models[RL_START], data)
+                steps = bench.rl(key, config, models[RL_START], data)
                 dev_curve, chosen, models[key] = bench.choose_rl_checkpoint(key)
                 rl_runs[NAMES[key]] = {**rl_summary(steps, bench.out / "rl" / key / "rollouts"),
                                        "dev_curve": {str(k): v for k, v in sorted(dev_curve.items())},
@@ -308,9 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         "rl_questions_kept": pq.read_metadata(out / "rl" / "curriculum.parquet").num_rows if rl_runs else 0,
         "settings": dict(vars(args)),
         "wall_s": sum(timings.values()), "stage_wall_s": timings,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=ROOT).stdout.strip(),
-        "command": "python benchmarks/learning_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **provenance("learning_bench.py", argv),
     }
     check_report(report)
     report["targets"] = targets(report)

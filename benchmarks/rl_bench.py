@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import provenance  # noqa: E402
+
 # (report name, verl's timing key): where a step's time goes
 BREAKDOWN = [("generation (rollout, incl. environment)", "timing_s/gen"),
              ("  of which environment, per sample (mean)", "timing_s/coa/env_latency_s/mean"),
@@ -131,9 +133,7 @@ def compare_bypass(args, url: str) -> dict:
     return {"setup": setup(args), "runs": runs, "step_time_ratio": mean_step["bypass"] / mean_step["recompute"],
             "trainer_side_ratio": trainer_side["bypass"] / trainer_side["recompute"],
             "kl_on_cpu": any("actor/kl_loss" in m for run in runs.values() for m in run["metrics"]),
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                     cwd=ROOT).stdout.strip(),
-            "command": "python benchmarks/rl_bench.py " + " ".join(sys.argv[1:])}
+            **provenance("rl_bench.py")}
 
 
 def compare_markdown(report: dict) -> str:

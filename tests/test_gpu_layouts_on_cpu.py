@@ -4,11 +4,10 @@ gives; the SFT configs split over 8 GPUs. No Ray, no GPU."""
 
 import pytest
 from omegaconf import OmegaConf
-from verl.trainer.ppo.utils import need_critic, need_reference_policy
-from verl.utils.config import validate_config
 
 from autocoa_verl.config import compose, config_dir
 from autocoa_verl.errors import ConfigError
+from autocoa_verl.rl import validate
 from autocoa_verl.rl_preflight import RLConfigError, check_layout
 from autocoa_verl.sft.trainer import check_layout as check_sft_layout
 
@@ -25,7 +24,7 @@ LAYOUTS = {
 def test_every_rl_config_passes_verls_checks_on_each_layout(name, layout):
     config = compose(name, LAYOUTS[layout].split())
     assert config.trainer.nnodes * config.trainer.n_gpus_per_node in (8, 16, 32)
-    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    validate(config)
     check_layout(config)
 
 
@@ -33,7 +32,7 @@ def test_a_group_that_does_not_split_is_refused_with_the_field_named():
     """rollout.n=5: 16 x 5 = 80 sequences per mini-batch, 10 per GPU, not a multiple of 4. verl's validate_config
     lets it through; its workers would fail after Ray placed them and loaded the model."""
     config = compose("rl_stage2", ["trainer.n_gpus_per_node=8", "actor_rollout_ref.rollout.n=5"])
-    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    validate(config)
     with pytest.raises(RLConfigError, match=r"ppo_mini_batch_size=16: x rollout.n=5 is 80 sequences .* 8 data-par"):
         check_layout(config)
 
