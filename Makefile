@@ -58,7 +58,8 @@ export RAY_AUTH_MODE ?= disabled
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install install-gpu install-flash-attn lock lock-gpu test test-fast demo toy-world models clean index retriever bench-retriever bench-rollout eval \
-  sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft rl-stage1 rl-stage2 rl bench-rl bench-learning
+  sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft rl-stage1 rl-stage2 rl bench-rl bench-learning \
+  bench-world-model
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -161,6 +162,10 @@ bench-sft: $(STAMP)  ## SFT stages on SmolLM2 + toy world: EM and when-to-act of
 bench-learning: $(STAMP)  ## does it teach? SFT curve, SFT/RL stages and baselines on the toy test split (CPU, hours; --quick)
 	$(PY) benchmarks/learning_bench.py --out $(BUILD)/bench/learning --toy $(BUILD)/toy --model $(BUILD)/models/smollm2-135m \
 	  --device $(DEVICE) $(BENCH_ARGS)
+
+bench-world-model: $(STAMP)  ## world-model fidelity and pass rate (simulated vs real) of each bench-learning checkpoint (CPU, ~30 min)
+	$(PY) benchmarks/world_model_bench.py --out $(BUILD)/bench/world_model --toy $(BUILD)/toy \
+	  --learning $(BUILD)/bench/learning $(BENCH_ARGS)
 
 bench-rl: $(STAMP)  ## short GRPO run (MODEL= an SFT-3 export): step-time breakdown, retriever calls saved, EM before/after
 	$(PY) benchmarks/rl_bench.py --out $(BUILD)/bench/rl --toy $(BUILD)/toy \

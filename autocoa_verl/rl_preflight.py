@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from autocoa_verl.agent.retriever_client import check_retriever
+from autocoa_verl.agent import fidelity
 from autocoa_verl.agent.schedule import ObservationSchedule
 from autocoa_verl.errors import ConfigError
 
@@ -21,8 +22,8 @@ def needs_retriever(config: DictConfig) -> bool:
     """Whether any rollout of this run (training up to ``total_training_steps`` if set, or validation) searches the
     real retriever."""
     schedule = ObservationSchedule.from_config(config.coa.schedule)
-    if schedule.kind == "always_real":
-        return True
+    if schedule.kind in ("always_real", "fidelity") or fidelity.shares(config.coa)[0] > 0:
+        return True  # the fidelity schedule starts real; fidelity checks fetch real observations
     validates = config.trainer.test_freq > 0 or config.trainer.val_before_train or config.trainer.val_only
     if validates and schedule.validation == "real":
         return True
@@ -95,6 +96,13 @@ def preflight(config: DictConfig) -> None:
                 raise RLConfigError(f"data.{field}: {path!r} does not exist (make toy-world builds the toy world's).")
             check_data_preset(path, config.coa.preset, config.data.get("prompt_key", "prompt"))
     ObservationSchedule.from_config(config.coa.schedule)  # validates the schedule's fields
+    try:
+        fidelity.shares(config.coa)
+    except ValueError as error:
+        raise RLConfigError(str(error)) from None
+    corpus = config.coa.world_model.get("fidelity_corpus")
+    if corpus and not Path(corpus).is_file():
+        raise RLConfigError(f"coa.world_model.fidelity_corpus={corpus!r} does not exist")
     if config.trainer.use_v1:
         raise RLConfigError("trainer.use_v1=true: the CoA manager extends verl's legacy agent-loop manager; keep "
                             "trainer.use_v1=false (rl_base.yaml).")

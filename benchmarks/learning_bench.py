@@ -189,7 +189,7 @@ class Bench:
 
 
 def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, Any]:
-    """Per-step reward, real/simulated observations, zero-variance group share, step time."""
+    """Per-step reward, real/simulated observations, world-model fidelity, zero-variance group share, step time."""
     from autocoa_verl.data.curriculum import zero_variance_share
     from autocoa_verl.rl_logs import rollout_groups
 
@@ -197,8 +197,12 @@ def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, 
     ordered = sorted(steps)
     reward = [steps[s]["critic/score/mean"] for s in ordered]
     first5, last5 = reward_windows(reward)
+    # real calls: the rollouts' and the world-model fidelity checks' (coa/cost/real_calls; older logs lack it)
+    calls = [steps[s].get("timing_s/coa/cost/real_calls", steps[s].get("timing_s/coa/obs_real/total", 0))
+             for s in ordered]
     return {"steps": ordered, "reward": reward, "reward_first5": first5, "reward_last5": last5,
-            "real_calls": int(sum(steps[s].get("timing_s/coa/obs_real/total", 0) for s in ordered)),
+            "real_calls": int(sum(calls)),
+            "fidelity_answer_bearing": [steps[s].get("timing_s/coa/fidelity/answer_bearing") for s in ordered],
             "simulated_observations": int(sum(steps[s].get("timing_s/coa/obs_simulated/total", 0) for s in ordered)),
             "zero_variance_share": [zero_variance_share(groups[s]) if s in groups else None for s in ordered],
             "step_s": [steps[s].get("timing_s/step") for s in ordered]}

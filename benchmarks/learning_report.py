@@ -99,17 +99,26 @@ def targets(report: dict) -> list[str]:
 
 
 def plot(report: dict, path: Path) -> None:
-    """RL training reward per step for each schedule, dev EM against SFT-2 steps, test EM per stage."""
+    """RL training reward per step for each schedule, dev EM against SFT-2 steps, test EM per stage, and the world
+    model's measured fidelity per step where the runs logged it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fidelity = {name: [(s, f) for s, f in zip(rl["steps"], rl.get("fidelity_answer_bearing", [])) if f is not None]
+                for name, rl in report["rl"].items()}
+    fidelity = {name: points for name, points in fidelity.items() if points}
+    fig, axes = plt.subplots(1, 4 if fidelity else 3, figsize=(20 if fidelity else 15, 4))
     for name, rl in report["rl"].items():
         axes[0].plot(rl["steps"], rl["reward"], marker="o", label=name)
     axes[0].set_xlabel("GRPO step"), axes[0].set_ylabel("mean training reward (EM)"), axes[0].legend()
     axes[0].set_title("RL training reward")
+    for name, points in fidelity.items():
+        axes[3].plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    if fidelity:
+        axes[3].set_xlabel("GRPO step"), axes[3].set_ylabel("answer-bearing share"), axes[3].set_ylim(0, 1)
+        axes[3].set_title("world-model fidelity (sampled checks)"), axes[3].legend()
     curve = sorted((int(k), v) for k, v in report["sft_curve"].items())
     axes[1].plot([c[0] for c in curve], [c[1] for c in curve], marker="o")
     axes[1].set_xlabel("SFT-2 steps"), axes[1].set_ylabel("dev EM (agent)"), axes[1].set_ylim(0, 1)

@@ -99,6 +99,24 @@ def runtime_env() -> dict:
             "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
 
 
+AGENT_NOT_READY = "No available agent to submit job"
+
+
+def submit(client, attempts: int = 12, wait_s: float = 5.0, **job) -> str:
+    """``client.submit_job(**job)``, retried while the cluster's job agent is not up yet (Ray answers 500 "No
+    available agent" for a while after ``ray start``); any other failure is raised at once."""
+    for attempt in range(1, attempts):
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as error:
+            if AGENT_NOT_READY not in str(error):
+                raise
+            print(f"the cluster's job agent is not ready yet; retrying in {wait_s:.0f} s ({attempt}/{attempts})",
+                  flush=True)
+            time.sleep(wait_s)
+    return client.submit_job(**job)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     check_paths(args)
@@ -110,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(args.address)
-    job = client.submit_job(entrypoint=command, runtime_env=env, submission_id=submission_id)
+    job = submit(client, entrypoint=command, runtime_env=env, submission_id=submission_id)
     print(f"submitted {job} to {args.address}\n  logs: ray job logs --address {args.address} -f {job}\n"
           f"  stop: ray job stop --address {args.address} {job}", flush=True)
     if args.no_wait:

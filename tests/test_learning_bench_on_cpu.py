@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from benchmarks.learning_bench import ROOT, Bench, _parser, choose_budget
-from benchmarks.learning_report import check_report, markdown, report_row, reward_windows, targets
+from benchmarks.learning_report import check_report, markdown, plot, report_row, reward_windows, targets
 
 
 def _summary(em, hops=None):
@@ -77,6 +77,17 @@ def test_report_carries_every_key_and_checks_the_targets():
     assert "| SFT-2 | 0.620 | 0.620 | — | 0.950 | 0.600 | 0.300 | 0.900 | 1.00 | — |" in md
     assert "| RL all-real | 0.700 |" in md and "zero-variance group share per step 0.50, —" in md
     json.dumps(report)  # the report is plain JSON
+
+
+def test_curves_plot_the_world_models_fidelity_where_the_runs_logged_it(tmp_path):
+    from matplotlib.image import imread
+
+    rl = {"steps": [1, 2, 3], "reward": [0.2, 0.4, 0.5], "fidelity_answer_bearing": [None, 0.25, 0.5]}
+    report = {"rl": {"RL 5:1": rl}, "sft_curve": {"20": 0.5}, "rows": [{"name": "SFT-2", "em": 0.5}]}
+    plot(report, tmp_path / "with.png")
+    plot({**report, "rl": {"RL 5:1": {**rl, "fidelity_answer_bearing": [None] * 3}}}, tmp_path / "without.png")
+    # a fourth panel where fidelity was logged: a wider figure (20 x 4 in at 100 dpi, against 15 x 4)
+    assert imread(tmp_path / "with.png").shape[1] == 2000 and imread(tmp_path / "without.png").shape[1] == 1500
 
 
 def test_help_runs():

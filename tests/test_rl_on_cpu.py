@@ -20,8 +20,13 @@ def paths(tmp_path, tiny_model_dir):
     ("rl_stage1", [], False),
     ("rl_stage1", ["trainer.test_freq=5", "coa.schedule.validation=real"], True),
     ("rl_stage2", [], True),
-    # 5 simulated steps; the real one would be step 6
-    ("rl_mixed", ["trainer.total_training_steps=5", "trainer.test_freq=-1"], False),
+    # 5 simulated steps, the real one would be step 6; but by default a sample of the simulated observations is
+    # also fetched real to measure the world model's fidelity
+    ("rl_mixed", ["trainer.total_training_steps=5", "trainer.test_freq=-1"], True),
+    ("rl_mixed", ["trainer.total_training_steps=5", "trainer.test_freq=-1", "coa.world_model.fidelity_sample=0"],
+     False),
+    ("rl_mixed", ["trainer.total_training_steps=5", "trainer.test_freq=-1", "coa.retriever.costly=true"], False),
+    ("rl_stage1", ["coa.schedule.kind=fidelity"], True),  # the fidelity schedule starts real
     ("rl_mixed", ["trainer.total_training_steps=6", "trainer.test_freq=-1"], True),
     ("rl_mixed", [], True),  # steps unknown before the data is read: assume the real steps come
 ])
@@ -44,6 +49,15 @@ def test_preflight_names_the_missing_retriever(paths):
 def test_preflight_accepts_a_live_retriever(paths, bm25_server):
     assert check_retriever(bm25_server.url, "coa.retriever.url")["backend"] == "bm25"
     preflight(compose_rl_config([*paths, f"coa.retriever.url={bm25_server.url}"], "rl_stage2"))
+
+
+def test_preflight_names_bad_fidelity_settings(paths):
+    with pytest.raises(RLConfigError, match=r"coa.world_model.fidelity_sample=1.5: must be in \[0, 1\]"):
+        preflight(compose_rl_config([*paths, "coa.world_model.fidelity_sample=1.5"], "rl_stage1"))
+    with pytest.raises(RLConfigError, match="coa.world_model.fidelity_corpus='/nope.jsonl' does not exist"):
+        preflight(compose_rl_config([*paths, "coa.world_model.fidelity_corpus=/nope.jsonl"], "rl_stage1"))
+    with pytest.raises(ValueError, match="coa.schedule.fidelity_metric='bleu'"):
+        preflight(compose_rl_config([*paths, "coa.schedule.fidelity_metric=bleu"], "rl_stage1"))
 
 
 def test_preflight_names_a_missing_model_or_data_file(paths, tmp_path):

@@ -7,12 +7,14 @@ Registered with verl through ``hydra_configs/agent_loops.yaml`` (``rollout.agent
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput
 
+from autocoa_verl.agent import fidelity
 from autocoa_verl.agent.observers import (Observation, ObservationBudgetError, RetrieverObserver,
                                           WorldModelObserver, shared_retriever_client, tokens_through)
 from autocoa_verl.agent.schedule import ObservationSchedule
@@ -55,7 +57,18 @@ class Trajectory:
 
 METRIC_KEYS = ("searches", "obs_real", "obs_simulated", "env_latency_s", "gen_latency_s", "generated_tokens",
                "observation_tokens", "truncated_observations", "malformed", "retriever_failures",
-               "tokens_past_action", "length_limited", "answered", "turns")
+               "tokens_past_action", "length_limited", "answered", "turns", "real_latency_s", "simulated_latency_s",
+               "simulated_tokens", "fidelity_checked", "fidelity_answer_bearing", "fidelity_token_f1",
+               "fidelity_rouge_l", "fidelity_real_calls", "fidelity_probe_tokens", "fidelity_latency_s")
+
+
+def sampled(request_id: str, search_index: int, share: float) -> bool:
+    """Whether a search's observation is checked for fidelity: a deterministic draw per (request, search).
+
+    >>> [sampled("r", i, 0.0) for i in range(3)], all(sampled("r", i, 1.0) for i in range(3))
+    ([False, False, False], True)
+    """
+    return share > 0 and zlib.crc32(f"{request_id}:{search_index}".encode()) / 2**32 < share
 
 
 class CoAAgentLoop(AgentLoopBase):
@@ -81,12 +94,15 @@ class CoAAgentLoop(AgentLoopBase):
         self.schedule = ObservationSchedule.from_config(coa.schedule)
         self.response_length = int(self.rollout_config.response_length)
         self.stops = self.preset.stop_strings()
+        self.fidelity_sample, self.probe_sample = fidelity.shares(coa)
+        corpus = (coa.get("world_model") or {}).get("fidelity_corpus")
+        self.known_titles = fidelity.corpus_titles(str(corpus)) if corpus else None
 
     def observer(self, source: str):
         coa = self.config.coa
         if source == "simulated":
             return WorldModelObserver(self.server_manager, self.tokenizer, self.preset, coa.world_model.temperature)
-        options = {k: v for k, v in coa.retriever.items() if k != "url"}
+        options = {k: v for k, v in coa.retriever.items() if k not in ("url", "cost_per_call", "costly")}
         return RetrieverObserver(shared_retriever_client(coa.retriever.url, **options), self.tokenizer, self.preset)
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
@@ -98,8 +114,10 @@ class CoAAgentLoop(AgentLoopBase):
             if parse_action(forced, self.preset).kind in ("search", "answer"):
                 raise ValueError(f"assistant_prefix must not hold a complete action: {forced!r}")
             prompt_ids = prompt_ids + self.tokenizer.encode(forced, add_special_tokens=False)
-        source = self.schedule.source(kwargs.get("global_steps"), bool(kwargs.get("coa_validate", False)))
+        source = self.schedule.source(kwargs.get("global_steps"), bool(kwargs.get("coa_validate", False)),
+                                      kwargs.get("coa_source"))
         observer = self.observer(source)
+        self._gold = fidelity.gold_of_row(kwargs)
         trajectory = Trajectory(logprobs=[] if sampling_params.get("logprobs") else None)
         request_id = uuid4().hex
         actions = 0
@@ -179,8 +197,42 @@ class CoAAgentLoop(AgentLoopBase):
             return
         trajectory.sources.append(observation.source)
         trajectory.metrics[f"obs_{observation.source}"] += 1
+        trajectory.metrics[f"{observation.source}_latency_s"] += observation.latency_s
+        if observation.source == "simulated":
+            trajectory.metrics["simulated_tokens"] += len(observation.token_ids)
         trajectory.metrics["truncated_observations"] += observation.truncated
+        search_index = len(trajectory.sources) - 1
+        share = self.fidelity_sample if observation.source == "simulated" else self.probe_sample
+        if sampled(request_id, search_index, share):
+            await self._check_fidelity(trajectory, observation, query, prompt_ids, budget, request_id,
+                                       sampling_params, search_index)
         self._append_env(trajectory, observation.token_ids)
+
+    async def _check_fidelity(self, trajectory: Trajectory, observation: Observation, query: str,
+                              prompt_ids: list[int], budget: int, request_id: str, sampling_params: dict[str, Any],
+                              search_index: int) -> None:
+        """Gets the other source's observation for the same query and context (never appended) and adds the
+        simulated one's fidelity against the real one to the sample's metrics; a failed real fetch, or a budget too
+        small for a probe, skips the check."""
+        other = "real" if observation.source == "simulated" else "simulated"
+        context = prompt_ids + trajectory.response_ids
+        try:
+            counterpart = await self.observer(other).observe(query, context, budget, request_id, sampling_params)
+        except ObservationBudgetError:
+            return
+        m = trajectory.metrics
+        m["fidelity_latency_s"] += counterpart.latency_s
+        if other == "real":
+            m["fidelity_real_calls"] += 1
+        else:
+            m["fidelity_probe_tokens"] += len(counterpart.token_ids)
+        if counterpart.error:
+            return
+        simulated, real = (observation, counterpart) if other == "real" else (counterpart, observation)
+        body = lambda o: fidelity.block_body(self.tokenizer.decode(o.token_ids), self.preset)  # noqa: E731
+        answers = fidelity.hop_answers(*self._gold, search_index)
+        for key, value in fidelity.compare(body(simulated), body(real), answers, self.known_titles).items():
+            m[key] = m.get(key, 0) + value
 
     def _append_env(self, trajectory: Trajectory, token_ids: list[int]) -> None:
         """The one way an environment block enters the response: cut to the tokens left of ``response_length``

@@ -10,26 +10,36 @@ The private verl names this module relies on are listed, and tested, in ``autoco
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable
 
 import numpy as np
 import ray
 from verl.experimental.agent_loop.agent_loop import AgentLoopManager, AgentLoopWorker
 from verl.protocol import DataProto
+from verl.utils.ray_utils import auto_await
 
 import autocoa_verl.advantage  # noqa: F401  registers algorithm.adv_estimator=grpo_coa in the trainer process
+from autocoa_verl.agent.schedule import ObservationSchedule, StepLedger, fidelity_source
 
 SUMMED = ("searches", "obs_real", "obs_simulated", "retriever_failures", "malformed", "truncated_observations",
           "tokens_past_action", "generated_tokens", "observation_tokens", "length_limited", "answered")
+FIDELITY = ("answer_bearing", "token_f1", "rouge_l")
+# what the step ledger keeps per step, to add up a run's environment costs
+COSTS = ("real_calls", "simulated_observations", "simulated_tokens", "simulated_gen_s", "real_latency_s",
+         "fidelity_real_calls")
+LEDGER = "coa_ledger.json"
 
 
 class CoAAgentLoopWorker(AgentLoopWorker):
-    """Passes ``global_steps`` and ``coa_validate`` from the batch's meta_info to every sample."""
+    """Passes ``global_steps``, ``coa_validate`` and the manager's ``coa_source`` from the batch's meta_info to every
+    sample."""
 
     async def generate_sequences(self, batch: DataProto) -> DataProto:
         n = len(batch)
         batch.non_tensor_batch["global_steps"] = np.full(n, int(batch.meta_info.get("global_steps", -1)), dtype=object)
         batch.non_tensor_batch["coa_validate"] = np.full(n, bool(batch.meta_info.get("validate", False)), dtype=object)
+        batch.non_tensor_batch["coa_source"] = np.full(n, batch.meta_info.get("coa_source"), dtype=object)
         return await super().generate_sequences(batch)
 
 
@@ -58,17 +68,98 @@ def aggregate_coa_metrics(per_sample: Iterable[dict[str, float] | None]) -> dict
     tokens = sum(row.get("generated_tokens", 0) + row.get("observation_tokens", 0) for row in rows)
     if tokens:
         out["coa/generated_token_share"] = sum(row.get("generated_tokens", 0) for row in rows) / tokens
+    total = lambda key: float(sum(row.get(key, 0) for row in rows))  # noqa: E731
+    checked = total("fidelity_checked")
+    if checked:
+        out["coa/fidelity/checked"] = checked
+        for key in FIDELITY:
+            out[f"coa/fidelity/{key}"] = total(f"fidelity_{key}") / checked
+        if total("fidelity_titles"):
+            out["coa/fidelity/hallucinated_title_share"] = total("fidelity_hallucinated_titles") / total(
+                "fidelity_titles")
+    return out
+
+
+def step_costs(per_sample: Iterable[dict[str, float] | None]) -> dict[str, float]:
+    """A step's environment costs from the loops' per-sample ``coa_metrics``: real retriever calls (the rollouts'
+    and the fidelity checks'), simulated observations with their tokens and generation seconds, and the seconds
+    the real calls took.
+
+    >>> step_costs([{"obs_real": 2, "real_latency_s": 0.1, "fidelity_real_calls": 1},
+    ...             {"obs_simulated": 1, "simulated_tokens": 40, "simulated_latency_s": 3.0}])["real_calls"]
+    3.0
+    """
+    rows = [row for row in per_sample if row]
+    total = lambda key: float(sum(row.get(key, 0) for row in rows))  # noqa: E731
+    return {"real_calls": total("obs_real") + total("fidelity_real_calls"),
+            "simulated_observations": total("obs_simulated"), "simulated_tokens": total("simulated_tokens"),
+            "simulated_gen_s": total("simulated_latency_s"), "real_latency_s": total("real_latency_s"),
+            "fidelity_real_calls": total("fidelity_real_calls")}
+
+
+def cost_report(costs: dict[str, float], cost_per_call: float, prefix: str) -> dict[str, float]:
+    """Costs as logged metrics, with what simulating saved against an all-real run of the same rollouts: each
+    simulated observation would have been one call costing ``cost_per_call`` and the measured mean seconds of a
+    real call (whose own rollout calls are ``real_calls`` less the fidelity checks'). Time saved is negative where
+    generating an observation is slower than the retriever, as it is for a local one.
+
+    >>> r = cost_report({"real_calls": 2, "simulated_observations": 10, "simulated_tokens": 400,
+    ...                  "simulated_gen_s": 30.0, "real_latency_s": 0.04, "fidelity_real_calls": 0}, 0.01, "coa/cost")
+    >>> round(r["coa/cost/spent"], 4), round(r["coa/cost/saved"], 4), round(r["coa/cost/time_saved_s"], 4)
+    (0.02, 0.1, -29.8)
+    """
+    rollout_calls = costs["real_calls"] - costs["fidelity_real_calls"]
+    per_call_s = costs["real_latency_s"] / rollout_calls if rollout_calls else 0.0
+    out = {f"{prefix}/{key}": value for key, value in costs.items()}
+    out[f"{prefix}/spent"] = costs["real_calls"] * cost_per_call
+    out[f"{prefix}/saved"] = costs["simulated_observations"] * cost_per_call
+    out[f"{prefix}/time_saved_s"] = costs["simulated_observations"] * per_call_s - costs["simulated_gen_s"]
     return out
 
 
 class CoAAgentLoopManager(AgentLoopManager):
-    """verl's manager with :class:`CoAAgentLoopWorker` workers and the CoA metrics in every step's log."""
+    """verl's manager with :class:`CoAAgentLoopWorker` workers and the CoA metrics in every step's log.
+
+    Per training step it also records the step's source, measured fidelity and environment costs in a
+    :class:`StepLedger` (``<trainer.default_local_dir>/coa_ledger.json``), logs the step's and the run's costs
+    (``coa/cost/...``, ``coa/run_cost/...``; ``coa.retriever.cost_per_call`` prices a real call), and under
+    ``coa.schedule.kind=fidelity`` decides each step's source from that ledger (into ``meta_info["coa_source"]``).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any):
         self.agent_loop_workers_class = ray.remote(CoAAgentLoopWorker)
         super().__init__(*args, **kwargs)
+        coa = self.config.coa
+        self.schedule = ObservationSchedule.from_config(coa.schedule)
+        self.cost_per_call = float((coa.get("retriever") or {}).get("cost_per_call", 0.0) or 0.0)
+        self.ledger_path = os.path.join(self.config.trainer.default_local_dir, LEDGER)
+        self.ledger: StepLedger | None = None
+        self._step: tuple[int, str] | None = None
+
+    @auto_await
+    async def generate_sequences(self, prompts: DataProto) -> DataProto:
+        self._step = None
+        if not prompts.meta_info.get("validate", False) and "global_steps" in prompts.meta_info:
+            step = int(prompts.meta_info["global_steps"])
+            if self.ledger is None:  # the first step of this run (or of its resume): earlier records stay
+                self.ledger = StepLedger.resume(self.ledger_path, step)
+            source = (fidelity_source(self.schedule, self.ledger.history, step) if self.schedule.kind == "fidelity"
+                      else self.schedule.source(step))
+            prompts.meta_info["coa_source"] = source
+            self._step = (step, source)
+        return await super().generate_sequences(prompts)
 
     def _performance_metrics(self, metrics: list[list[dict[str, str]]], output: DataProto) -> dict[str, float]:
         timing = super()._performance_metrics(metrics, output)
-        timing.update(aggregate_coa_metrics(output.non_tensor_batch.get("coa_metrics", [])))
+        per_sample = output.non_tensor_batch.get("coa_metrics", [])
+        coa = aggregate_coa_metrics(per_sample)
+        timing.update(coa)
+        if self._step is not None and self.ledger is not None:
+            step, source = self._step
+            fidelity = coa.get(f"coa/fidelity/{self.schedule.fidelity_metric}")
+            costs = step_costs(per_sample)
+            self.ledger.record(step, source=source, fidelity=fidelity, **costs)
+            timing.update(cost_report(costs, self.cost_per_call, "coa/cost"))
+            timing.update(cost_report(self.ledger.totals(*COSTS), self.cost_per_call, "coa/run_cost"))
+            timing["coa/schedule/simulated"] = float(source == "simulated")
         return timing

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, field
 from typing import Literal
 
 Source = Literal["real", "simulated"]
-KINDS = ("always_real", "always_simulated", "ratio", "staged")
+KINDS = ("always_real", "always_simulated", "ratio", "staged", "fidelity")
+FIDELITY_METRICS = ("answer_bearing", "token_f1", "rouge_l")
 
 
 @dataclass(frozen=True)
@@ -20,9 +23,11 @@ class ObservationSchedule:
         simulated_per_real: for ``ratio``.
         simulated_steps: for ``staged``.
         validation: the source for validation rollouts, whatever the step.
+        fidelity_metric, fidelity_threshold, fidelity_window, max_simulated_share: for ``fidelity``, which
+            :class:`FidelityGate` decides step by step from the world model's measured fidelity.
 
-    The choice is a pure function of the step, so a run resumed from a checkpoint at step ``s`` continues the
-    pattern exactly where it stopped.
+    The choice is a pure function of the step (``fidelity``: of the steps' recorded fidelity), so a run resumed
+    from a checkpoint at step ``s`` continues the pattern exactly where it stopped.
 
     >>> s = ObservationSchedule("ratio", simulated_per_real=5)
     >>> "".join("R" if s.source(step) == "real" else "s" for step in range(1, 13))
@@ -35,12 +40,21 @@ class ObservationSchedule:
     simulated_per_real: int = 5
     simulated_steps: int = 80
     validation: Source = "real"
+    fidelity_metric: str = "answer_bearing"
+    fidelity_threshold: float = 0.5
+    fidelity_window: int = 2
+    max_simulated_share: float = 0.84
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"coa.schedule.kind={self.kind!r}: choose one of {KINDS}")
         if self.simulated_per_real < 0 or self.simulated_steps < 0:
             raise ValueError("coa.schedule: simulated_per_real and simulated_steps must be >= 0")
+        if self.fidelity_metric not in FIDELITY_METRICS:
+            raise ValueError(f"coa.schedule.fidelity_metric={self.fidelity_metric!r}: choose one of "
+                             f"{FIDELITY_METRICS}")
+        if self.fidelity_window < 1 or not 0 <= self.max_simulated_share <= 1:
+            raise ValueError("coa.schedule: fidelity_window must be >= 1 and max_simulated_share in [0, 1]")
         if self.validation not in ("real", "simulated"):
             raise ValueError(f"coa.schedule.validation={self.validation!r}: choose 'real' or 'simulated'")
 
@@ -50,10 +64,18 @@ class ObservationSchedule:
         build it."""
         return cls(**schedule)
 
-    def source(self, step: int | None, validate: bool = False) -> Source:
-        """The source for a rollout at ``step``; ``step`` may be None only for the ``always_*`` kinds."""
+    def source(self, step: int | None, validate: bool = False, decided: Source | None = None) -> Source:
+        """The source for a rollout at ``step``; ``step`` may be None only for the ``always_*`` kinds.
+        ``decided``: the :class:`FidelityGate`'s choice for the step (the ``fidelity`` kind needs it)."""
         if validate:
             return self.validation
+        if self.kind == "fidelity":
+            if decided not in ("real", "simulated"):
+                raise ValueError(
+                    "coa.schedule.kind='fidelity' is decided per step by the agent-loop manager (actor_rollout_ref."
+                    "rollout.agent.agent_loop_manager_class=autocoa_verl.agent.manager.CoAAgentLoopManager); "
+                    f"standalone, pass coa_source per row (got {decided!r})")
+            return decided
         if self.kind == "always_real":
             return "real"
         if self.kind == "always_simulated":
@@ -76,3 +98,69 @@ class ObservationSchedule:
         """
         sources = [self.source(step) for step in range(first_step, last_step + 1)]
         return {"real": sources.count("real"), "simulated": sources.count("simulated")}
+
+
+def fidelity_source(schedule: ObservationSchedule, history: list[dict], step: int) -> Source:
+    """The ``fidelity`` schedule's source for training step ``step``, from the records of the steps before it
+    (``{"step", "source", "fidelity"}``; fidelity None where nothing was measured).
+
+    Simulated when the mean of the last ``fidelity_window`` measured fidelities is at least ``fidelity_threshold``
+    and simulating keeps the simulated share of steps at most ``max_simulated_share``; otherwise real, and real until
+    a step has been measured. Fidelity is measured on simulated steps (their sampled real observations) and on real
+    ones (the world model's sampled probes), so a world model that recovers is used again. A pure function of the
+    history, which :class:`StepLedger` saves beside the checkpoints: a resumed run decides exactly as before.
+
+    >>> schedule = ObservationSchedule("fidelity", fidelity_window=1, max_simulated_share=0.6)
+    >>> history = []
+    >>> for step, measured in enumerate([0.9, 0.8, 0.9, 0.2, 0.7, 0.9, 0.9], start=1):
+    ...     history.append({"step": step, "source": fidelity_source(schedule, history, step), "fidelity": measured})
+    >>> "".join("R" if h["source"] == "real" else "s" for h in history)  # step 3: the share cap; step 5: the drop
+    'RsRsRss'
+    """
+    past = [h for h in history if h["step"] < step]
+    measured = [h["fidelity"] for h in past if h.get("fidelity") is not None][-schedule.fidelity_window:]
+    if not measured:
+        return "real"
+    simulated = sum(h["source"] == "simulated" for h in past)
+    if (simulated + 1) / (len(past) + 1) > schedule.max_simulated_share:
+        return "real"
+    return "simulated" if sum(measured) / len(measured) >= schedule.fidelity_threshold else "real"
+
+
+@dataclass
+class StepLedger:
+    """One record per training step (its source, measured fidelity and environment costs), saved as JSON beside the
+    checkpoints after every step. What the ``fidelity`` schedule decides from, and what the run's cost totals add up.
+
+    A run resumed at step ``s`` (or started again from step 1 in the same directory) drops the records from ``s`` on:
+    those steps are run again.
+    """
+
+    path: str | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def record(self, step: int, **values) -> dict:
+        self.history = [h for h in self.history if h["step"] < step]
+        entry = {"step": int(step), **values}
+        self.history.append(entry)
+        if self.path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with open(f"{self.path}.tmp", "w") as f:
+                json.dump({"history": self.history}, f)
+            os.replace(f"{self.path}.tmp", self.path)
+        return entry
+
+    def totals(self, *keys: str) -> dict[str, float]:
+        return {key: float(sum(h.get(key) or 0 for h in self.history)) for key in keys}
+
+    @classmethod
+    def resume(cls, path: str | None, step: int) -> "StepLedger":
+        """The ledger at ``path`` with the records before ``step`` (a missing file: a fresh run)."""
+        if not path or not os.path.exists(path):
+            return cls(path)
+        try:
+            with open(path) as f:
+                history = [dict(h, step=int(h["step"])) for h in json.load(f)["history"]]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a CoA step ledger ({error})") from None
+        return cls(path, [h for h in history if h["step"] < step])

@@ -84,6 +84,8 @@ def verl_rl_row(row: dict, index: int, data_source: str, split: str, preset: str
     for key in ("hops", "needs_search"):
         if key in row:
             extra[key] = row[key]
+    if isinstance(row.get("chain"), list):  # each hop's gold answer: the world model's fidelity is measured per hop
+        extra["chain_answers"] = [str(hop.get("answer", "")) for hop in row["chain"] if isinstance(hop, dict)]
     return {
         "data_source": data_source,
         "prompt": build_prompt(row["question"], preset),

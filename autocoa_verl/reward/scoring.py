@@ -70,7 +70,7 @@ def substring_exact_match(prediction: str | None, golden: Any) -> float:
     return float(any(normalize_answer(g) in pred for g in as_answer_list(golden)))
 
 
-def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+def bag_of_tokens_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
     common = Counter(pred_tokens) & Counter(gold_tokens)
     overlap = sum(common.values())
     if overlap == 0:
@@ -94,7 +94,7 @@ def token_f1(prediction: str | None, golden: Any) -> float:
         if gold in ("yes", "no", "noanswer") or pred in ("yes", "no", "noanswer"):
             best = max(best, float(pred == gold))
         else:
-            best = max(best, _f1(pred.split(), gold.split()))
+            best = max(best, bag_of_tokens_f1(pred.split(), gold.split()))
     return best
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from autocoa_verl.agent import fidelity
 from autocoa_verl.agent.observers import close_shared_clients
 from autocoa_verl.agent.standalone import build_agent_loop, compose_rl_config
 from autocoa_verl.protocol import TRUNCATION_MARKER, build_prompt, get_preset, render_observation
@@ -279,3 +280,57 @@ def test_an_invalid_search_note_near_the_end_is_cut_to_the_budget(tiny_tokenizer
                          real(bm25_server.url, "actor_rollout_ref.rollout.response_length=12"))
     assert len(output.response_ids) == 12 and output.extra_fields["coa_outcome"] == "length"
     assert output.response_mask[-1] == 0  # the cut block is the environment's
+
+
+ROW = {"reward_model": {"ground_truth": {"target": ["Mira Oltan"]}},
+       "extra_info": {"hops": 2, "chain_answers": ["Quessly", "Mira Oltan"]}}
+
+
+def test_a_sampled_simulated_observation_is_checked_against_the_real_one(tiny_tokenizer, bm25, bm25_server):
+    turns = ["<search>Arlo Venn</search>", "Doc 1: Arlo Venn was born in Quessly.</information>",
+             "<answer>Quessly</answer>"]
+    output, server = run_loop(tiny_tokenizer, turns, real(bm25_server.url, "coa.schedule.kind=always_simulated",
+                                                          "coa.world_model.fidelity_sample=1.0"), **ROW)
+    m = output.extra_fields["coa_metrics"]
+    simulated_block = tiny_tokenizer.decode(spans(output)[1][1])
+    assert "born in Quessly." in simulated_block  # the simulated block is what the response carries
+    real_block = render_observation([doc["contents"] for doc in bm25.batch_search(["Arlo Venn"], topk=3)[0]])
+    expected = fidelity.compare(fidelity.block_body(simulated_block, get_preset("search_r1")),
+                                fidelity.block_body(real_block, get_preset("search_r1")), ["Quessly"])
+    assert {key: m[key] for key in expected} == pytest.approx(expected)
+    assert m["fidelity_answer_bearing"] == 1.0  # the first hop's gold answer, Quessly
+    assert m["fidelity_real_calls"] == 1 and m["obs_simulated"] == 1 and m["obs_real"] == 0
+    assert m["simulated_tokens"] == len(spans(output)[1][1]) and len(server.calls) == 3
+
+
+def test_a_sampled_real_observation_gets_a_world_model_probe_that_is_not_appended(tiny_tokenizer, bm25_server):
+    turns = ["<search>Arlo Venn</search>", "Doc 1 (\"Nowhere\"): made up.</information>", "<answer>x</answer>"]
+    output, server = run_loop(tiny_tokenizer, turns, real(bm25_server.url, "coa.world_model.probe_sample=1.0"),
+                              **ROW)
+    m = output.extra_fields["coa_metrics"]
+    assert output.extra_fields["coa_observation_sources"] == ["real"]
+    assert "made up" not in tiny_tokenizer.decode(output.response_ids)
+    assert server.calls[1]["stop"] == ["</information>"]  # the probe: the world model's call
+    assert m["fidelity_checked"] == 1 and m["fidelity_answer_bearing"] == 0.0 and m["fidelity_probe_tokens"] > 0
+    assert m["fidelity_real_calls"] == 0 and m["obs_real"] == 1
+
+
+def test_unsampled_observations_are_not_checked_and_a_failed_real_fetch_skips_the_check(tiny_tokenizer):
+    turns = ["<search>Arlo Venn</search>", "Doc 1: x.</information>", "<answer>x</answer>"]
+    output, _ = run_loop(tiny_tokenizer, turns, ["coa.schedule.kind=always_simulated",
+                                                 "coa.world_model.fidelity_sample=0.0"])
+    assert output.extra_fields["coa_metrics"]["fidelity_checked"] == 0
+    dead = f"http://127.0.0.1:{free_port()}"
+    output, _ = run_loop(tiny_tokenizer, turns, real(dead, "coa.schedule.kind=always_simulated",
+                                                     "coa.world_model.fidelity_sample=1.0"))
+    m = output.extra_fields["coa_metrics"]
+    assert m["fidelity_checked"] == 0 and m["fidelity_real_calls"] == 1
+    assert output.extra_fields["coa_outcome"] == "answer"  # the rollout itself never depended on it
+
+
+def test_the_fidelity_schedule_takes_the_managers_decision(tiny_tokenizer, bm25_server):
+    output, _ = run_loop(tiny_tokenizer, ["<answer>x</answer>"], real(bm25_server.url, "coa.schedule.kind=fidelity"),
+                         global_steps=3, coa_source="simulated")
+    assert output.extra_fields["coa_source"] == "simulated"
+    with pytest.raises(ValueError, match="decided per step by the agent-loop manager"):
+        run_loop(tiny_tokenizer, [], ["coa.schedule.kind=fidelity"], global_steps=3)

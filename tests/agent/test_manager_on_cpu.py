@@ -1,12 +1,14 @@
 """The legacy-trainer worker and manager: the step reaches the loop, verl pads our outputs, metrics aggregate."""
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
 from verl.protocol import DataProto
 
-from autocoa_verl.agent.manager import CoAAgentLoopManager, CoAAgentLoopWorker, aggregate_coa_metrics
+from autocoa_verl.agent.manager import (CoAAgentLoopManager, CoAAgentLoopWorker, aggregate_coa_metrics, cost_report,
+                                       step_costs)
 from autocoa_verl.agent.observers import close_shared_clients
 from autocoa_verl.agent.standalone import compose_rl_config
 from autocoa_verl.config import config_dir
@@ -75,3 +77,80 @@ def test_manager_uses_our_worker():
     manager = CoAAgentLoopManager.__new__(CoAAgentLoopManager)
     CoAAgentLoopManager.__init__(manager, compose_rl_config([]), llm_client=None)
     assert manager.agent_loop_workers_class.__ray_actor_class__ is CoAAgentLoopWorker
+
+
+def test_step_costs_and_their_report_on_a_scripted_step():
+    rows = [{"obs_real": 2, "real_latency_s": 0.1, "fidelity_real_calls": 0},
+            {"obs_simulated": 3, "simulated_tokens": 120, "simulated_latency_s": 9.0, "fidelity_real_calls": 1,
+             "real_latency_s": 0.0}]
+    costs = step_costs(rows)
+    assert costs == {"real_calls": 3.0, "simulated_observations": 3.0, "simulated_tokens": 120.0,
+                     "simulated_gen_s": 9.0, "real_latency_s": 0.1, "fidelity_real_calls": 1.0}
+    report = cost_report(costs, cost_per_call=0.5, prefix="coa/cost")
+    # 3 real calls spent 1.5; 3 simulated observations would have been 3 calls (1.5) of 0.05 s each
+    assert report["coa/cost/spent"] == 1.5 and report["coa/cost/saved"] == 1.5
+    assert report["coa/cost/time_saved_s"] == pytest.approx(3 * 0.05 - 9.0)
+
+
+def test_aggregate_fidelity_is_a_mean_over_the_checked_observations():
+    rows = [{"fidelity_checked": 2, "fidelity_answer_bearing": 1, "fidelity_token_f1": 1.2, "fidelity_rouge_l": 1.0,
+             "fidelity_titles": 4, "fidelity_hallucinated_titles": 1},
+            {"fidelity_checked": 0}, {"fidelity_checked": 1, "fidelity_answer_bearing": 1, "fidelity_token_f1": 0.3,
+                                      "fidelity_rouge_l": 0.2, "fidelity_titles": 0, "fidelity_hallucinated_titles": 0}]
+    m = aggregate_coa_metrics(rows)
+    assert m["coa/fidelity/checked"] == 3 and m["coa/fidelity/answer_bearing"] == pytest.approx(2 / 3)
+    assert m["coa/fidelity/token_f1"] == pytest.approx(0.5) and m["coa/fidelity/rouge_l"] == pytest.approx(0.4)
+    assert m["coa/fidelity/hallucinated_title_share"] == pytest.approx(0.25)
+    assert "coa/fidelity/checked" not in aggregate_coa_metrics([{"fidelity_checked": 0, "searches": 1}])
+
+
+def _gated_run(monkeypatch, tmp_path, fidelity_by_step, steps, cost_per_call=0.0):
+    """Drives the manager's step loop with verl's dispatch faked: each step's samples report the scripted fidelity
+    (and one real or simulated observation, by the step's source). Returns (sources, timing per step, manager)."""
+    from verl.experimental.agent_loop.agent_loop import AgentLoopManager
+
+    async def dispatch(self, prompts):
+        simulated = prompts.meta_info.get("coa_source") == "simulated"
+        row = {"obs_simulated" if simulated else "obs_real": 1, "fidelity_checked": 1,
+               "fidelity_answer_bearing": fidelity_by_step.get(prompts.meta_info["global_steps"], 1.0),
+               "simulated_latency_s": 2.0 * simulated, "real_latency_s": 0.0 if simulated else 0.02}
+        out = DataProto.from_dict(non_tensors={"coa_metrics": np.array([row, row], dtype=object)})
+        out.meta_info = {"timing": self._performance_metrics([], out)}
+        return out
+
+    monkeypatch.setattr(AgentLoopManager, "generate_sequences", dispatch)
+    monkeypatch.setattr(AgentLoopManager, "_performance_metrics", lambda self, metrics, output: {})
+    config = compose_rl_config(["coa.schedule.kind=fidelity", "coa.schedule.fidelity_window=1",
+                                "coa.schedule.max_simulated_share=0.6", f"trainer.default_local_dir={tmp_path}",
+                                f"coa.retriever.cost_per_call={cost_per_call}"])
+    manager = CoAAgentLoopManager.__new__(CoAAgentLoopManager)
+    CoAAgentLoopManager.__init__(manager, config, llm_client=None)
+    sources, timings = [], []
+    for step in steps:
+        output = manager.generate_sequences(DataProto.from_dict(non_tensors={"raw_prompt": np.empty(2, dtype=object)},
+                                                                meta_info={"global_steps": step}))
+        sources.append("s" if output.meta_info["timing"]["coa/schedule/simulated"] else "R")
+        timings.append(output.meta_info["timing"])
+    return "".join(sources), timings, manager
+
+
+def test_the_fidelity_gate_decides_each_step_and_a_resume_decides_the_same(monkeypatch, tmp_path):
+    fidelity = dict(enumerate([0.9, 0.8, 0.9, 0.2, 0.7, 0.9, 0.9], start=1))
+    sources, timings, manager = _gated_run(monkeypatch, tmp_path, fidelity, range(1, 8), cost_per_call=0.01)
+    assert sources == "RsRsRss"  # step 3: the simulated-share cap (0.6); step 5: the drop to 0.2 at step 4
+    ledger = json.loads((tmp_path / "coa_ledger.json").read_text())["history"]
+    assert [h["step"] for h in ledger] == list(range(1, 8)) and ledger[3]["fidelity"] == 0.2
+    last = timings[-1]
+    # 3 real steps x 2 calls; 4 simulated steps x 2 observations, each would have cost 0.01 and 0.02 s
+    assert last["coa/run_cost/real_calls"] == 6 and last["coa/run_cost/simulated_observations"] == 8
+    assert last["coa/run_cost/spent"] == pytest.approx(0.06) and last["coa/run_cost/saved"] == pytest.approx(0.08)
+    assert last["coa/run_cost/time_saved_s"] == pytest.approx(8 * 0.02 - 8 * 2.0)
+    # a run resumed from the step-3 checkpoint runs steps 4.. again: the same decisions, the later records replaced
+    resumed, _, _ = _gated_run(monkeypatch, tmp_path, fidelity, range(4, 8))
+    assert resumed == sources[3:]
+    assert [h["step"] for h in json.loads((tmp_path / "coa_ledger.json").read_text())["history"]] == list(range(1, 8))
+    # validation rollouts are neither decided nor recorded
+    validation = DataProto.from_dict(non_tensors={"raw_prompt": np.empty(2, dtype=object)},
+                                     meta_info={"global_steps": 8, "validate": True})
+    assert "coa/schedule/simulated" not in manager.generate_sequences(validation).meta_info["timing"]
+    assert "coa_source" not in validation.meta_info and len(manager.ledger.history) == 7

@@ -86,6 +86,8 @@ def test_parquet_loads_in_verl_rl_dataset(toy_world_dir, tiny_tokenizer):
     first = _read_jsonl(toy_world_dir / "test.jsonl")[0]
     assert item["raw_prompt"][0]["content"].endswith(first["question"])
     assert list(item["reward_model"]["ground_truth"]["target"]) == first["golden_answers"]
+    # each hop's gold answer reaches the loop (the world model's answer-bearing fidelity is per hop)
+    assert list(item["extra_info"]["chain_answers"]) == [hop["answer"] for hop in first["chain"]]
 
 
 def test_relations_and_chains_are_consistent():

@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recipes.launch_rl import entrypoint, parse_args, runtime_env
+import pytest
+
+from recipes.launch_rl import entrypoint, parse_args, runtime_env, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,3 +72,30 @@ def test_a_hub_model_id_and_an_outside_retriever_pass():
 def test_deploying_the_retriever_needs_its_corpus_and_index():
     out = launch("--", *SHARED)
     assert out.returncode == 1 and "--corpus and --index-dir are needed" in out.stderr
+
+
+class _Client:
+    """A job-submission client whose cluster answers with the given errors first."""
+
+    def __init__(self, *errors):
+        self.errors, self.calls = list(errors), 0
+
+    def submit_job(self, **job):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return job["submission_id"]
+
+
+def test_submission_waits_for_the_job_agent_and_nothing_else(capsys):
+    not_ready = RuntimeError("Request failed with status code 500: No available agent to submit job, please try "
+                             "again later..")
+    client = _Client(not_ready, not_ready)
+    assert submit(client, attempts=3, wait_s=0, submission_id="j") == "j" and client.calls == 3
+    assert "job agent is not ready yet; retrying in 0 s (2/3)" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="No available agent"):
+        submit(_Client(not_ready, not_ready, not_ready), attempts=3, wait_s=0, submission_id="j")
+    other = _Client(RuntimeError("Job with submission_id j already exists"))
+    with pytest.raises(RuntimeError, match="already exists"):
+        submit(other, attempts=3, wait_s=0, submission_id="j")
+    assert other.calls == 1

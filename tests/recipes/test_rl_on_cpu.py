@@ -3,6 +3,7 @@ weight sync, checkpoints with HF exports, for both stages (simulated and real ob
 Stage 2 runs as the README's cluster section says: Ray jobs submitted by recipes/launch_rl.py to a local Ray cluster,
 with the retriever deployed as a Ray Serve application there."""
 
+import json
 import os
 import shutil
 import signal
@@ -170,7 +171,17 @@ def test_the_schedule_continues_across_a_resume(setup, stage1_run, bm25_server):
     model, data = setup
     out, _ = stage1_run
     log = run_rl("rl_mixed", model, data, out, 3, "coa.schedule.simulated_per_real=2",
-                 f"coa.retriever.url={bm25_server.url}")
+                 f"coa.retriever.url={bm25_server.url}", "coa.world_model.probe_sample=1.0",
+                 "coa.retriever.cost_per_call=0.5")
     steps = parse_step_metrics(log)
     assert sorted(steps) == [3], log[-3000:]  # resumed: only step 3 ran
     assert_step_used(steps[3], "real")
+    # the step ledger beside the checkpoints carries both runs' steps; the run's costs add up across the resume
+    ledger = json.loads((out / "coa_ledger.json").read_text())["history"]
+    assert [(h["step"], h["source"]) for h in ledger] == [(1, "simulated"), (2, "simulated"), (3, "real")]
+    m = steps[3]
+    assert m["timing_s/coa/run_cost/simulated_observations"] == sum(h["simulated_observations"] for h in ledger) > 0
+    assert m["timing_s/coa/run_cost/spent"] == 0.5 * m["timing_s/coa/run_cost/real_calls"] > 0
+    # every real observation of step 3 was also written by the world model (probes), and compared
+    assert m["timing_s/coa/fidelity/checked"] == m["timing_s/coa/obs_real/total"]
+    assert 0 <= m["timing_s/coa/fidelity/rouge_l"] <= 1 and ledger[2]["fidelity"] is not None

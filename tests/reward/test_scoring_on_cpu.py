@@ -83,3 +83,33 @@ def test_em_agrees_with_verl_search_r1_scorer(response, golds):
     ours = compute_score("nq", response, {"target": golds})["em"]
     theirs = verl_qa_em.compute_score(response, {"target": golds})
     assert ours == float(theirs)
+
+
+def _group(hops, search_cost, cap=0.5):
+    """One 2-hop question's group: (searches, answer) per sample, scored with the search cost."""
+    s, gt = "<search>q</search>", {"target": ["Mira Oltan"]}
+    samples = [(2, "Mira Oltan"), (4, "Mira Oltan"), (9, "Mira Oltan"), (0, "Arlo Venn"), (2, "Arlo Venn")]
+    return [compute_score("toy", s * n + f"<answer>{a}</answer>", gt, {"hops": hops}, search_cost=search_cost,
+                          search_cost_cap=cap) for n, a in samples]
+
+
+def test_search_cost_never_lets_a_wrong_answer_outrank_a_correct_one():
+    # a charge large enough that a plain per-search penalty would rank 9 searches + correct below 0 searches + wrong
+    scores = [r["score"] for r in _group(hops=2, search_cost=1.0, cap=0.9)]
+    assert scores[:3] == [1.0, pytest.approx(0.1), pytest.approx(0.1)] and scores[3:] == [0.0, 0.0]
+    assert min(scores[:3]) > max(scores[3:])
+    # below the cap the charge ranks correct answers by their extra searches
+    scores = [r["score"] for r in _group(hops=2, search_cost=0.05)]
+    assert scores == [1.0, pytest.approx(0.9), pytest.approx(0.65), 0.0, 0.0]
+    assert [r["over_search"] for r in _group(hops=2, search_cost=0.0)] == [0.0, 1.0, 1.0, 0.0, 0.0]
+    assert [r["score"] for r in _group(hops=2, search_cost=0.0)] == [1.0, 1.0, 1.0, 0.0, 0.0]  # off by default
+
+
+def test_search_cost_without_hops_charges_every_search_and_its_bad_settings_are_named():
+    gt = {"target": ["Mira Oltan"]}
+    assert compute_score("nq", "<search>q</search><answer>Mira Oltan</answer>", gt,
+                         search_cost=0.1)["score"] == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="search_cost needs metric='em'"):
+        compute_score("nq", "x", gt, metric="f1", search_cost=0.1)
+    with pytest.raises(ValueError, match=r"search_cost_cap=1.0 in \[0, 1\)"):
+        compute_score("nq", "x", gt, search_cost=0.1, search_cost_cap=1.0)
