@@ -97,9 +97,12 @@ def preflight(config: DictConfig) -> None:
             check_data_preset(path, config.coa.preset, config.data.get("prompt_key", "prompt"))
     ObservationSchedule.from_config(config.coa.schedule)  # validates the schedule's fields
     try:
-        fidelity.shares(config.coa)
+        _, probes = fidelity.shares(config.coa)
     except ValueError as error:
         raise RLConfigError(str(error)) from None
+    if config.coa.schedule.kind == "fidelity" and probes == 0:
+        raise RLConfigError("coa.world_model.probe_sample=0 with coa.schedule.kind=fidelity: real steps would never "
+                            "measure the world model, so the run would never simulate; leave it null (0.25) or > 0")
     corpus = config.coa.world_model.get("fidelity_corpus")
     if corpus and not Path(corpus).is_file():
         raise RLConfigError(f"coa.world_model.fidelity_corpus={corpus!r} does not exist")

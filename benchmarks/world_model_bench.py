@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     from autocoa_verl.data.qa_files import verl_rl_row
     from retriever_server.serve import serve_bm25
 
+    if args.questions < 1:
+        parser.error("--questions must be >= 1")
     models = dict(spec.split("=", 1) for spec in args.model) if args.model else learning_models(args.learning)
     if not models:
         parser.error(f"no models: --learning {args.learning} has no checkpoints and no --model was given")
@@ -141,16 +143,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{"raw_prompt": r["prompt"], **r} for r in
             (verl_rl_row(q, i, "toy_world", "dev") for i, q in enumerate(questions))]
     args.out.mkdir(parents=True, exist_ok=True)
-    done = args.out / "models.json"  # resumable: models already measured are kept
+    done = args.out / "models.json"  # resumable: models already measured with these settings are kept
     measured = json.loads(done.read_text()) if done.exists() else {}
     start = time.perf_counter()
     with serve_bm25(args.toy / "corpus.jsonl", args.out / "index-bm25") as url:
-        for name, path in models.items():
-            if name in measured and measured[name]["model"] == str(path):
+        for n, (name, path) in enumerate(models.items(), start=1):
+            if measured.get(name, {}).get("key") == [str(path), len(rows), args.response_length, args.seed]:
                 continue
-            print(f"[{len(measured) + 1}/{len(models)}] {name}: {path}", flush=True)
+            print(f"[{n}/{len(models)}] {name}: {path}", flush=True)
             measured[name] = measure(Path(path), rows, url, args.toy / "corpus.jsonl", args.response_length,
                                      args.seed)
+            measured[name]["key"] = [str(path), len(rows), args.response_length, args.seed]
             done.write_text(json.dumps(measured, indent=1))
     from autocoa_verl.agent.standalone import compose_rl_config
 

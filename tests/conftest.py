@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny model and a small toy world, built once per test session into a temp dir."""
 
+import atexit
 import os
 import sys
 
@@ -10,11 +11,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-_EXIT_STATUS = pytest.StashKey[int]()
+_SESSION = pytest.StashKey[pytest.Session]()
 
 
-def pytest_sessionfinish(session, exitstatus):
-    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+def pytest_sessionstart(session):
+    session.config.stash[_SESSION] = session
 
 
 @pytest.hookimpl(trylast=True)
@@ -24,12 +25,21 @@ def pytest_unconfigure(config):
     The suite runs native engines in this process (Ray drivers, vLLM's engine client, torch's thread pools); their
     finalisers have crashed that teardown after a finished session: a CI run printed "336 passed", then make reported
     a segmentation fault, and the run failed with every test passed. Every fixture has been torn down and every report
-    written by now; only the crash is skipped. A crash *during* the tests still fails the run.
+    written by now; the exit handlers still run (pytest's own release its temp directories; in that CI run the
+    teardown got past them, to the objects' finalisers), only the finalisers are skipped. A crash *during* the tests still fails the run. Not when pytest runs inside another
+    program (``pytest.main``): that program's process must live on.
     """
-    if _EXIT_STATUS in config.stash:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(config.stash[_EXIT_STATUS])
+    session = config.stash.get(_SESSION, None)
+    if session is None or not _RUN_AS_PROGRAM:
+        return
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(session.exitstatus))
+
+
+# pytest as the program (``python -m pytest``, ``pytest``), not called from another one
+_RUN_AS_PROGRAM = sys.argv[0].endswith(("pytest", "py.test", os.path.join("pytest", "__main__.py")))
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,9 @@ def test_preflight_names_bad_fidelity_settings(paths):
         preflight(compose_rl_config([*paths, "coa.world_model.fidelity_sample=1.5"], "rl_stage1"))
     with pytest.raises(RLConfigError, match="coa.world_model.fidelity_corpus='/nope.jsonl' does not exist"):
         preflight(compose_rl_config([*paths, "coa.world_model.fidelity_corpus=/nope.jsonl"], "rl_stage1"))
+    with pytest.raises(RLConfigError, match="coa.world_model.probe_sample=0 with coa.schedule.kind=fidelity"):
+        preflight(compose_rl_config([*paths, "coa.schedule.kind=fidelity", "coa.world_model.probe_sample=0"],
+                                    "rl_stage1"))
     with pytest.raises(ValueError, match="coa.schedule.fidelity_metric='bleu'"):
         preflight(compose_rl_config([*paths, "coa.schedule.fidelity_metric=bleu"], "rl_stage1"))
 

@@ -59,7 +59,8 @@ METRIC_KEYS = ("searches", "obs_real", "obs_simulated", "env_latency_s", "gen_la
                "observation_tokens", "truncated_observations", "malformed", "retriever_failures",
                "tokens_past_action", "length_limited", "answered", "turns", "real_latency_s", "simulated_latency_s",
                "simulated_tokens", "fidelity_checked", "fidelity_answer_bearing", "fidelity_token_f1",
-               "fidelity_rouge_l", "fidelity_real_calls", "fidelity_probe_tokens", "fidelity_latency_s")
+               "fidelity_rouge_l", "fidelity_titles", "fidelity_hallucinated_titles", "fidelity_real_calls",
+               "fidelity_real_latency_s", "fidelity_probe_tokens", "fidelity_latency_s")
 
 
 def sampled(request_id: str, search_index: int, share: float) -> bool:
@@ -117,7 +118,7 @@ class CoAAgentLoop(AgentLoopBase):
         source = self.schedule.source(kwargs.get("global_steps"), bool(kwargs.get("coa_validate", False)),
                                       kwargs.get("coa_source"))
         observer = self.observer(source)
-        self._gold = fidelity.gold_of_row(kwargs)
+        self._row = kwargs  # its gold answers, read only by a fidelity check
         trajectory = Trajectory(logprobs=[] if sampling_params.get("logprobs") else None)
         request_id = uuid4().hex
         actions = 0
@@ -224,15 +225,19 @@ class CoAAgentLoop(AgentLoopBase):
         m["fidelity_latency_s"] += counterpart.latency_s
         if other == "real":
             m["fidelity_real_calls"] += 1
+            m["fidelity_real_latency_s"] += counterpart.latency_s
         else:
             m["fidelity_probe_tokens"] += len(counterpart.token_ids)
         if counterpart.error:
             return
         simulated, real = (observation, counterpart) if other == "real" else (counterpart, observation)
         body = lambda o: fidelity.block_body(self.tokenizer.decode(o.token_ids), self.preset)  # noqa: E731
-        answers = fidelity.hop_answers(*self._gold, search_index)
+        try:
+            answers = fidelity.hop_answers(*fidelity.gold_of_row(self._row), search_index)
+        except ValueError:  # a row without usable gold answers: nothing can be answer-bearing
+            answers = []
         for key, value in fidelity.compare(body(simulated), body(real), answers, self.known_titles).items():
-            m[key] = m.get(key, 0) + value
+            m[key] += value
 
     def _append_env(self, trajectory: Trajectory, token_ids: list[int]) -> None:
         """The one way an environment block enters the response: cut to the tokens left of ``response_length``

@@ -1,8 +1,8 @@
 """How good the world model's observations are: a simulated block against the real one for the same query.
 
-Pure functions of strings. The agent loop calls :func:`compare` for a sampled share of its observations
-(``coa.world_model.fidelity_sample``): on a simulated step it also fetches the real block for the query, on a real
-step it also lets the policy write the simulated one (a probe, never appended). Both blocks are read the same way: the
+Pure functions of strings. The agent loop calls :func:`compare` for a sampled share of its observations: on a
+simulated step (``coa.world_model.fidelity_sample``) it also fetches the real block for the query, on a real step
+(``coa.world_model.probe_sample``) it also lets the policy write the simulated one (a probe, never appended). Both blocks are read the same way: the
 text between the observation tags, without the truncation marker.
 
 - ``answer_bearing``: the simulated block holds the gold answer of the hop being searched (SQuAD-normalised,
@@ -128,10 +128,14 @@ def hop_answers(golden: Sequence[str], extra_info: Mapping[str, Any] | None, sea
     ['Doune']
     >>> hop_answers(["Siki Basin"], {"chain_answers": ["Doune", "Siki Basin"]}, 5)
     ['Siki Basin']
+    >>> import numpy as np
+    >>> hop_answers(["Siki Basin"], {"chain_answers": np.array(["Doune", "Siki Basin"], dtype=object)}, 0)
+    ['Doune']
     >>> hop_answers(["Paris"], None, 0)
     ['Paris']
     """
-    chain = list((extra_info or {}).get("chain_answers") or [])
+    chain = (extra_info or {}).get("chain_answers")
+    chain = [] if chain is None else list(chain)  # a list, or a numpy array where the row was read from parquet
     if chain:
         return [str(chain[min(search_index, len(chain) - 1)])]
     return [str(a) for a in golden]

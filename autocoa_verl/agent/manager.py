@@ -20,14 +20,13 @@ from verl.protocol import DataProto
 from verl.utils.ray_utils import auto_await
 
 import autocoa_verl.advantage  # noqa: F401  registers algorithm.adv_estimator=grpo_coa in the trainer process
-from autocoa_verl.agent.schedule import ObservationSchedule, StepLedger, fidelity_source
+from autocoa_verl.agent.schedule import FIDELITY_METRICS, ObservationSchedule, StepLedger, fidelity_source
 
 SUMMED = ("searches", "obs_real", "obs_simulated", "retriever_failures", "malformed", "truncated_observations",
           "tokens_past_action", "generated_tokens", "observation_tokens", "length_limited", "answered")
-FIDELITY = ("answer_bearing", "token_f1", "rouge_l")
 # what the step ledger keeps per step, to add up a run's environment costs
 COSTS = ("real_calls", "simulated_observations", "simulated_tokens", "simulated_gen_s", "real_latency_s",
-         "fidelity_real_calls")
+         "fidelity_real_calls", "probe_tokens")
 LEDGER = "coa_ledger.json"
 
 
@@ -72,7 +71,7 @@ def aggregate_coa_metrics(per_sample: Iterable[dict[str, float] | None]) -> dict
     checked = total("fidelity_checked")
     if checked:
         out["coa/fidelity/checked"] = checked
-        for key in FIDELITY:
+        for key in FIDELITY_METRICS:
             out[f"coa/fidelity/{key}"] = total(f"fidelity_{key}") / checked
         if total("fidelity_titles"):
             out["coa/fidelity/hallucinated_title_share"] = total("fidelity_hallucinated_titles") / total(
@@ -81,9 +80,9 @@ def aggregate_coa_metrics(per_sample: Iterable[dict[str, float] | None]) -> dict
 
 
 def step_costs(per_sample: Iterable[dict[str, float] | None]) -> dict[str, float]:
-    """A step's environment costs from the loops' per-sample ``coa_metrics``: real retriever calls (the rollouts'
-    and the fidelity checks'), simulated observations with their tokens and generation seconds, and the seconds
-    the real calls took.
+    """A step's environment costs from the loops' per-sample ``coa_metrics``: real retriever calls and the seconds
+    they took (the rollouts' and the fidelity checks'), simulated observations with their tokens and generation
+    seconds, and the tokens of world-model probes on real steps.
 
     >>> step_costs([{"obs_real": 2, "real_latency_s": 0.1, "fidelity_real_calls": 1},
     ...             {"obs_simulated": 1, "simulated_tokens": 40, "simulated_latency_s": 3.0}])["real_calls"]
@@ -93,23 +92,23 @@ def step_costs(per_sample: Iterable[dict[str, float] | None]) -> dict[str, float
     total = lambda key: float(sum(row.get(key, 0) for row in rows))  # noqa: E731
     return {"real_calls": total("obs_real") + total("fidelity_real_calls"),
             "simulated_observations": total("obs_simulated"), "simulated_tokens": total("simulated_tokens"),
-            "simulated_gen_s": total("simulated_latency_s"), "real_latency_s": total("real_latency_s"),
-            "fidelity_real_calls": total("fidelity_real_calls")}
+            "simulated_gen_s": total("simulated_latency_s"),
+            "real_latency_s": total("real_latency_s") + total("fidelity_real_latency_s"),
+            "fidelity_real_calls": total("fidelity_real_calls"), "probe_tokens": total("fidelity_probe_tokens")}
 
 
 def cost_report(costs: dict[str, float], cost_per_call: float, prefix: str) -> dict[str, float]:
     """Costs as logged metrics, with what simulating saved against an all-real run of the same rollouts: each
-    simulated observation would have been one call costing ``cost_per_call`` and the measured mean seconds of a
-    real call (whose own rollout calls are ``real_calls`` less the fidelity checks'). Time saved is negative where
-    generating an observation is slower than the retriever, as it is for a local one.
+    simulated observation would have been one call costing ``cost_per_call`` and taking the measured mean seconds of
+    a real call (0 where none was made). Time saved is negative where generating an observation is slower than the
+    retriever, as it is for a local one.
 
     >>> r = cost_report({"real_calls": 2, "simulated_observations": 10, "simulated_tokens": 400,
     ...                  "simulated_gen_s": 30.0, "real_latency_s": 0.04, "fidelity_real_calls": 0}, 0.01, "coa/cost")
     >>> round(r["coa/cost/spent"], 4), round(r["coa/cost/saved"], 4), round(r["coa/cost/time_saved_s"], 4)
     (0.02, 0.1, -29.8)
     """
-    rollout_calls = costs["real_calls"] - costs["fidelity_real_calls"]
-    per_call_s = costs["real_latency_s"] / rollout_calls if rollout_calls else 0.0
+    per_call_s = costs["real_latency_s"] / costs["real_calls"] if costs["real_calls"] else 0.0
     out = {f"{prefix}/{key}": value for key, value in costs.items()}
     out[f"{prefix}/spent"] = costs["real_calls"] * cost_per_call
     out[f"{prefix}/saved"] = costs["simulated_observations"] * cost_per_call

@@ -24,7 +24,7 @@ class ObservationSchedule:
         simulated_steps: for ``staged``.
         validation: the source for validation rollouts, whatever the step.
         fidelity_metric, fidelity_threshold, fidelity_window, max_simulated_share: for ``fidelity``, which
-            :class:`FidelityGate` decides step by step from the world model's measured fidelity.
+            :func:`fidelity_source` decides step by step from the world model's measured fidelity.
 
     The choice is a pure function of the step (``fidelity``: of the steps' recorded fidelity), so a run resumed
     from a checkpoint at step ``s`` continues the pattern exactly where it stopped.
@@ -66,7 +66,7 @@ class ObservationSchedule:
 
     def source(self, step: int | None, validate: bool = False, decided: Source | None = None) -> Source:
         """The source for a rollout at ``step``; ``step`` may be None only for the ``always_*`` kinds.
-        ``decided``: the :class:`FidelityGate`'s choice for the step (the ``fidelity`` kind needs it)."""
+        ``decided``: the manager's :func:`fidelity_source` choice for the step (the ``fidelity`` kind needs it)."""
         if validate:
             return self.validation
         if self.kind == "fidelity":
@@ -91,7 +91,8 @@ class ObservationSchedule:
         return "real" if (step - 1) % (self.simulated_per_real + 1) == self.simulated_per_real else "simulated"
 
     def count(self, first_step: int, last_step: int) -> dict[str, int]:
-        """How many steps in ``first_step..last_step`` use each source (what the schedule saves in retriever calls).
+        """How many steps in ``first_step..last_step`` use each source (what the schedule saves in retriever calls);
+        not for the ``fidelity`` kind, which is decided as the run goes.
 
         >>> ObservationSchedule("ratio").count(1, 96)
         {'real': 16, 'simulated': 80}

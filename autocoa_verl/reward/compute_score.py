@@ -75,6 +75,9 @@ def compute_score(
     if search_cost and metric != "em":
         raise ValueError(f"compute_score: search_cost needs metric='em' (got {metric!r}): a partial-credit wrong "
                          "answer could outrank a charged correct one")
+    if search_cost and format_penalty + search_cost_cap >= 1:
+        raise ValueError(f"compute_score: format_penalty={format_penalty} + search_cost_cap={search_cost_cap} must "
+                         "stay below 1, or a charged correct answer with broken tags could score below a wrong one")
     scores = qa_scores(solution_str, ground_truth, preset)
     reward = scores[metric] - (format_penalty if not scores["format_ok"] else 0.0)
     searches = count_searches(solution_str, preset)

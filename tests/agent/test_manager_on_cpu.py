@@ -82,12 +82,13 @@ def test_manager_uses_our_worker():
 def test_step_costs_and_their_report_on_a_scripted_step():
     rows = [{"obs_real": 2, "real_latency_s": 0.1, "fidelity_real_calls": 0},
             {"obs_simulated": 3, "simulated_tokens": 120, "simulated_latency_s": 9.0, "fidelity_real_calls": 1,
-             "real_latency_s": 0.0}]
+             "fidelity_real_latency_s": 0.05, "fidelity_probe_tokens": 0}]
     costs = step_costs(rows)
     assert costs == {"real_calls": 3.0, "simulated_observations": 3.0, "simulated_tokens": 120.0,
-                     "simulated_gen_s": 9.0, "real_latency_s": 0.1, "fidelity_real_calls": 1.0}
+                     "simulated_gen_s": 9.0, "real_latency_s": pytest.approx(0.15), "fidelity_real_calls": 1.0,
+                     "probe_tokens": 0.0}
     report = cost_report(costs, cost_per_call=0.5, prefix="coa/cost")
-    # 3 real calls spent 1.5; 3 simulated observations would have been 3 calls (1.5) of 0.05 s each
+    # 3 real calls (0.15 s in all) spent 1.5; 3 simulated observations would have been 3 calls (1.5) of 0.05 s each
     assert report["coa/cost/spent"] == 1.5 and report["coa/cost/saved"] == 1.5
     assert report["coa/cost/time_saved_s"] == pytest.approx(3 * 0.05 - 9.0)
 

@@ -182,6 +182,7 @@ def test_the_schedule_continues_across_a_resume(setup, stage1_run, bm25_server):
     m = steps[3]
     assert m["timing_s/coa/run_cost/simulated_observations"] == sum(h["simulated_observations"] for h in ledger) > 0
     assert m["timing_s/coa/run_cost/spent"] == 0.5 * m["timing_s/coa/run_cost/real_calls"] > 0
-    # every real observation of step 3 was also written by the world model (probes), and compared
-    assert m["timing_s/coa/fidelity/checked"] == m["timing_s/coa/obs_real/total"]
+    # the real observations of step 3 were also written by the world model (probes: each one unless its budget was
+    # too small for a simulated block), and compared
+    assert 0 < m["timing_s/coa/fidelity/checked"] <= m["timing_s/coa/obs_real/total"]
     assert 0 <= m["timing_s/coa/fidelity/rouge_l"] <= 1 and ledger[2]["fidelity"] is not None

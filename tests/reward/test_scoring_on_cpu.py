@@ -113,3 +113,5 @@ def test_search_cost_without_hops_charges_every_search_and_its_bad_settings_are_
         compute_score("nq", "x", gt, metric="f1", search_cost=0.1)
     with pytest.raises(ValueError, match=r"search_cost_cap=1.0 in \[0, 1\)"):
         compute_score("nq", "x", gt, search_cost=0.1, search_cost_cap=1.0)
+    with pytest.raises(ValueError, match="format_penalty=0.6 \\+ search_cost_cap=0.5 must stay below 1"):
+        compute_score("nq", "x", gt, search_cost=0.1, format_penalty=0.6)
