@@ -1,5 +1,6 @@
 """The world-model benchmark's pieces: which checkpoints it measures, its report, its command line."""
 
+import json
 import subprocess
 import sys
 
@@ -42,3 +43,34 @@ def test_help_and_a_missing_model_are_one_line_errors(tmp_path):
     assert run("--help").returncode == 0
     result = run("--model", f"x={tmp_path}", "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and f"--model x={tmp_path}: no Hugging Face model there" in result.stderr
+
+
+def test_the_search_cost_run_says_what_it_needs(tmp_path):
+    run = lambda *a: subprocess.run(["bash", "benchmarks/search_cost_run.sh", *a], cwd=ROOT,  # noqa: E731
+                                    capture_output=True, text=True, timeout=60)
+    assert run("--help").returncode == 0 and "search_cost=0.1" in run("--help").stdout
+    result = run(str(tmp_path))
+    assert result.returncode == 2
+    assert f"{tmp_path}/checkpoints/SFT-2+3 is missing (run make bench-learning first)" in result.stderr
+
+
+def test_search_cost_report_counts_over_search_by_hops(tmp_path):
+    from benchmarks.search_cost_report import test_rows, training_curve
+
+    dumps = tmp_path / "rollouts"
+    dumps.mkdir()
+    prompt = "user\nAnswer ...\nQuestion: {}\nassistant\n"
+    rows = [{"input": prompt.format("Q1"), "em": 1.0, "searches": 3}, {"input": prompt.format("Q2"), "em": 0.0,
+                                                                       "num_searches": 0}]
+    (dumps / "1.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    curve = training_curve(dumps, 1, {"Q1": 1, "Q2": 0})
+    assert curve == {"em": [0.5], "searches": [1.5], "over_search": [0.5]}
+    records = tmp_path / "records"
+    records.mkdir()
+    test = [{"em": 1.0, "searches": 2, "hops": 2, "acted_when_needed": True},
+            {"em": 0.0, "searches": 2, "hops": 1, "acted_when_needed": True},
+            {"em": 1.0, "searches": 1, "hops": 0, "acted_when_needed": False}]
+    (records / "agent (m).jsonl").write_text("\n".join(json.dumps(r) for r in test) + "\n")
+    m = test_rows(records)["m"]
+    assert m["over_search"] == 2 / 3 and m["when_to_act"] == 2 / 3 and m["by_hops"]["1"]["over_search"] == 1.0
+    assert m["by_hops"]["2"] == {"questions": 1, "em": 1.0, "searches": 2, "over_search": 0.0}
