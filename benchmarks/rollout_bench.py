@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autocoa_verl.agent.observers import Observation  # noqa: E402
+from benchmarks.provenance import write_report  # noqa: E402
 from autocoa_verl.agent.standalone import (LocalVLLMServer, StandaloneRollout, build_agent_loop,  # noqa: E402
                                            compose_rl_config, rollout_sampling_params)
 from autocoa_verl.data.oracle import oracle_trajectory  # noqa: E402
@@ -230,10 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = [json.loads(line) for line in open(world / "test.jsonl")]
             rows = [r for r in rows if r["needs_search"]][: args.questions]
             report["engine"] = engine_runs(model, rows, url, args.response_length)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2))
-    (args.out / "report.md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"report: {args.out}/report.json, {args.out}/report.md")
+    write_report(args.out, "report", report, markdown(report))
 
 
 if __name__ == "__main__":

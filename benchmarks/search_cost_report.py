@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.provenance import provenance  # noqa: E402
+from benchmarks.provenance import provenance, write_report  # noqa: E402
 
 RUNS = {"RL all-real": "rl_real", "RL search cost 0.1": "rl_search_cost"}
 
@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                                      "real_calls": sum(h["real_calls"] for h in history),
                                      "probe_tokens": sum(h["probe_tokens"] for h in history)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "search_cost.json").write_text(json.dumps(report, indent=1))
-    (args.out / "search_cost.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, "search_cost", report, markdown(report), indent=1)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.provenance import provenance  # noqa: E402
+from benchmarks.provenance import provenance, write_report  # noqa: E402
 
 KEYS = ("answer_bearing", "token_f1", "rouge_l", "hallucinated_title_share")
 
@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> None:
               "questions": len(rows), "temperature": compose_rl_config().actor_rollout_ref.rollout.temperature,
               "response_length": args.response_length,
               "models": {name: measured[name] for name in models}}
-    (args.out / "report.json").write_text(json.dumps(report, indent=1))
-    (args.out / "report.md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"report: {args.out}/report.json, {args.out}/report.md")
+    write_report(args.out, "report", report, markdown(report), indent=1)
 
 
 if __name__ == "__main__":

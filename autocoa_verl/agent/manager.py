@@ -11,6 +11,7 @@ The private verl names this module relies on are listed, and tested, in ``autoco
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any, Iterable
 
 import numpy as np
@@ -42,6 +43,10 @@ class CoAAgentLoopWorker(AgentLoopWorker):
         return await super().generate_sequences(batch)
 
 
+def _total(rows: list[dict[str, float]], key: str) -> float:
+    return float(sum(row.get(key, 0) for row in rows))
+
+
 def aggregate_coa_metrics(per_sample: Iterable[dict[str, float] | None]) -> dict[str, float]:
     """Step metrics from the loops' per-sample ``coa_metrics``: a mean per sample of every key, totals of the counts,
     the environment latency per observation and the share of generated tokens.
@@ -67,7 +72,7 @@ def aggregate_coa_metrics(per_sample: Iterable[dict[str, float] | None]) -> dict
     tokens = sum(row.get("generated_tokens", 0) + row.get("observation_tokens", 0) for row in rows)
     if tokens:
         out["coa/generated_token_share"] = sum(row.get("generated_tokens", 0) for row in rows) / tokens
-    total = lambda key: float(sum(row.get(key, 0) for row in rows))  # noqa: E731
+    total = partial(_total, rows)
     checked = total("fidelity_checked")
     if checked:
         out["coa/fidelity/checked"] = checked
@@ -89,7 +94,7 @@ def step_costs(per_sample: Iterable[dict[str, float] | None]) -> dict[str, float
     3.0
     """
     rows = [row for row in per_sample if row]
-    total = lambda key: float(sum(row.get(key, 0) for row in rows))  # noqa: E731
+    total = partial(_total, rows)
     return {"real_calls": total("obs_real") + total("fidelity_real_calls"),
             "simulated_observations": total("obs_simulated"), "simulated_tokens": total("simulated_tokens"),
             "simulated_gen_s": total("simulated_latency_s"),
