@@ -4,7 +4,9 @@ Stages (each resumable: a finished stage's outputs are reused on a re-run with t
 1. data: toy world, SmolLM2, bm25 index, oracle trajectories and pairs (observations: the retriever's top-3).
 2. SFT-2 from the base model, a checkpoint every ``--save-every`` steps; the agent's EM on the *dev* split at each
    checkpoint gives the SFT curve, and the budget is chosen from it (best dev EM, fewest steps on a tie).
-3. SFT-3 (world model) from the chosen SFT-2; optionally SFT-1 and SFT-1+2 (``--sft12-steps``).
+3. SFT-3 (world model) from the chosen SFT-2, at its own lr (``--sft3-lr``), a checkpoint every
+   ``--sft3-save-every`` steps and its budget chosen on dev the same way; optionally SFT-1 and SFT-1+2
+   (``--sft12-steps``).
 4. RL curriculum: the SFT-3 model's pass rate on training questions; keep 0 < pass < 1.
 5. GRPO from SFT-3 twice, same questions and settings: all-real observations, and 5:1 simulated:real; a checkpoint
    every ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
@@ -96,7 +98,8 @@ class Bench:
                                  str(self.toy / "corpus.jsonl"), str(self.trajectories), "--pairs", str(self.pairs),
                                  "--tokenizer", str(self.base), "--index-dir", str(self.out / "bm25-index")])
 
-    def sft(self, name: str, stage: int, start: Path, steps: int, save_every: int | None = None) -> Path:
+    def sft(self, name: str, stage: int, start: Path, steps: int, save_every: int | None = None,
+            lr: float | None = None) -> Path:
         """One SFT stage (``recipes/sft.py``, as ``make sft-stage*``); returns the last step's HF export."""
         ckpt = self.out / "checkpoints" / name
         final = ckpt / f"global_step_{steps}" / "huggingface"
@@ -109,7 +112,7 @@ class Bench:
                          f"data.train_files={self.pairs if stage == 1 else self.trajectories}",
                          f"data.train_batch_size={a.batch}", f"data.micro_batch_size_per_gpu={a.batch}",
                          "data.max_length=1024", f"model.path={start}", f"trainer.total_training_steps={steps}",
-                         f"trainer.save_freq={save_every or steps}", f"optim.lr={a.lr}",
+                         f"trainer.save_freq={save_every or steps}", f"optim.lr={lr or a.lr}",
                          f"optim.lr_warmup_steps={min(5, steps // 2)}",
                          f"trainer.default_local_dir={ckpt}", "trainer.resume_mode=auto",
                          f"hydra.run.dir={self.out / 'hydra' / name}"])
@@ -172,6 +175,21 @@ class Bench:
             f"hydra.run.dir={self.out / 'hydra' / name}", *a.rl_arg])
         return parse_step_metrics(log_path.read_text())
 
+    def choose_sft_checkpoint(self, name: str, steps: int, save_every: int) -> tuple[dict[int, float], int, Path]:
+        """One SFT run's checkpoints on the dev split: the dev curve, the chosen step (``choose_budget``) and its
+        HF export. With one checkpoint nothing is run."""
+        ckpt = self.out / "checkpoints" / name
+        points = {s: ckpt / f"global_step_{s}" / "huggingface" for s in range(save_every, steps + 1, save_every)}
+        points[steps] = ckpt / f"global_step_{steps}" / "huggingface"
+        if len(points) == 1:
+            return {}, steps, points[steps]
+        key = name.lower().replace("-", "").replace("+", "_")  # SFT-2+3 -> sft2_3, as in NAMES
+        dev = self.evaluate(f"dev-{key}", {f"step{s}": p for s, p in points.items()}, "dev",
+                            self.args.dev_questions)
+        curve = {s: dev[f"agent (step{s})"]["em"] for s in points}
+        step = choose_budget(curve)
+        return curve, step, points[step]
+
     def choose_rl_checkpoint(self, name: str) -> tuple[dict[int, float], int, Path]:
         """Each saved checkpoint of one RL run on the dev split; returns the dev curve, the chosen step (as
         ``choose_budget``) and its HF export. With one checkpoint there is nothing to choose and nothing is run."""
@@ -216,11 +234,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps and questions per stage")
     parser.add_argument("--batch", type=int, default=8, help="SFT sequences (stage 1: pairs) per step")
-    parser.add_argument("--lr", type=float, default=1e-4, help="SFT learning rate")
+    parser.add_argument("--lr", type=float, default=1e-4, help="SFT learning rate (SFT-3: --sft3-lr)")
     # defaults: the committed run (benchmarks/results/learning.md), about 3.8 h on 2 cores
     parser.add_argument("--sft2-steps", type=int, default=60, help="SFT-2 steps (the curve's last point)")
     parser.add_argument("--save-every", type=int, default=20, help="SFT-2 checkpoint (curve point) interval")
-    parser.add_argument("--sft3-steps", type=int, default=10)
+    parser.add_argument("--sft3-steps", type=int, default=30, help="SFT-3 steps (its curve's last point)")
+    parser.add_argument("--sft3-save-every", type=int, default=10, help="SFT-3 checkpoint (curve point) interval")
+    parser.add_argument("--sft3-lr", type=float, default=3e-5,
+                        help="SFT-3 learning rate (at 1e-4 SFT-3 broke SFT-2's 2-hop plans: sft3_lr.md)")
     parser.add_argument("--sft1-steps", type=int, default=20)
     parser.add_argument("--sft12-steps", type=int, default=0,
                         help="SFT-2 steps after SFT-1 for the SFT-1+2 rows (0: skip them)")
@@ -247,28 +268,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_stages(args: argparse.Namespace) -> tuple[dict, dict[int, float], int, dict, dict]:
-    """Every stage, each reused when done: returns the models by key, the SFT-2 dev curve and budget, the RL runs'
-    summaries and the test evaluation by row label."""
+def run_stages(args: argparse.Namespace) -> tuple[dict, dict[str, tuple[dict[int, float], int]], dict, dict]:
+    """Every stage, each reused when done: returns the models by key, each chosen SFT stage's dev curve and budget,
+    the RL runs' summaries and the test evaluation by row label."""
     from retriever_server.serve import serve_bm25
 
     bench = Bench(args)
     bench.data()
     with serve_bm25(bench.toy / "corpus.jsonl", bench.out / "bm25-index") as url:
         bench.url = url
-        sft2_final = bench.sft("SFT-2", 2, bench.base, args.sft2_steps, args.save_every)
-        points = {s: bench.out / "checkpoints" / "SFT-2" / f"global_step_{s}" / "huggingface"
-                  for s in range(args.save_every, args.sft2_steps + 1, args.save_every)}
-        points[args.sft2_steps] = sft2_final
-        dev = bench.evaluate("dev-sft2", {f"step{s}": p for s, p in points.items()}, "dev", args.dev_questions)
-        curve = {s: dev[f"agent (step{s})"]["em"] for s in points}
-        budget = choose_budget(curve)
-        models = {"base": bench.base, "sft2": points[budget]}
-        models["sft2_3"] = bench.sft("SFT-2+3", 3, points[budget], args.sft3_steps)
+        bench.sft("SFT-2", 2, bench.base, args.sft2_steps, args.save_every)
+        curve, budget, sft2 = bench.choose_sft_checkpoint("SFT-2", args.sft2_steps, args.save_every)
+        models = {"base": bench.base, "sft2": sft2}
+        bench.sft("SFT-2+3", 3, sft2, args.sft3_steps, args.sft3_save_every, args.sft3_lr)
+        curve3, budget3, models["sft2_3"] = bench.choose_sft_checkpoint("SFT-2+3", args.sft3_steps,
+                                                                         args.sft3_save_every)
         if args.sft12_steps:
             sft1 = bench.sft("SFT-1", 1, bench.base, args.sft1_steps)
             models["sft1_2"] = bench.sft("SFT-1+2", 2, sft1, args.sft12_steps)
-            models["sft1_2_3"] = bench.sft("SFT-1+2+3", 3, models["sft1_2"], args.sft3_steps)
+            models["sft1_2_3"] = bench.sft("SFT-1+2+3", 3, models["sft1_2"], args.sft3_steps, lr=args.sft3_lr)
         rl_runs: dict[str, dict] = {}
         if args.stop_after != "sft":
             data = bench.curriculum(models[RL_START])
@@ -281,19 +299,20 @@ def run_stages(args: argparse.Namespace) -> tuple[dict, dict[int, float], int, d
                 if args.stop_after == "rl-real":
                     break
         test = bench.evaluate("test", models, "test", args.test_questions, BASELINES + ["agent"])
-    return models, curve, budget, rl_runs, test
+    return models, {"SFT-2": (curve, budget), "SFT-2+3": (curve3, budget3)}, rl_runs, test
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.quick:
-        args.sft2_steps, args.save_every, args.sft3_steps, args.sft1_steps = 2, 1, 1, 1
+        args.sft2_steps, args.save_every, args.sft3_steps, args.sft3_save_every, args.sft1_steps = 2, 1, 1, 1, 1
         args.dev_questions, args.test_questions, args.curriculum_questions = 8, 8, 8
         args.rl_steps, args.rl_questions, args.rl_n, args.rl_save_every = 1, 2, 4, 0
         args.sft12_steps = min(args.sft12_steps, 1)
     import pyarrow.parquet as pq
 
-    models, curve, budget, rl_runs, test = run_stages(args)
+    models, sft_curves, rl_runs, test = run_stages(args)
+    (curve, budget), (curve3, budget3) = sft_curves["SFT-2"], sft_curves["SFT-2+3"]
     out = Path(args.out).resolve()
 
     rows = [report_row(m, test[m]) for m in BASELINES]
@@ -310,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         "all_real_calls": rl_runs.get("RL all-real", {}).get("real_calls"),
         "mixed_real_calls": rl_runs.get("RL 5:1", {}).get("real_calls"),
         "react_fewshot_em": em["react_fewshot"], "sft_curve": {str(k): v for k, v in curve.items()},
-        "sft2_budget": budget, "rl": rl_runs, "test_questions": test["direct"]["questions"],
+        "sft2_budget": budget, "sft3_curve": {str(k): v for k, v in curve3.items()}, "sft3_budget": budget3,
+        "rl": rl_runs, "test_questions": test["direct"]["questions"],
         "rl_questions_kept": pq.read_metadata(out / "rl" / "curriculum.parquet").num_rows if rl_runs else 0,
         "settings": dict(vars(args)),
         "wall_s": sum(timings.values()), "stage_wall_s": timings,

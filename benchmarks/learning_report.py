@@ -42,8 +42,9 @@ def markdown(report: dict) -> str:
              f"Commit `{report['commit']}`; command: `{report['command']}`; wall time {report['wall_s']:.0f} s "
              "(sum of the stages' subprocesses, over resumed runs; per stage in report.json).",
              f"Held-out test split: {report['test_questions']} questions, greedy, bm25 top-3, the training scorer.",
-             f"SFT: batch {a['batch']}, lr {a['lr']}; SFT-2 budget chosen on the dev split ({a['dev_questions']} "
-             f"questions): {report['sft2_budget']} steps. RL: {a['rl_steps']} GRPO steps of {a['rl_questions']} "
+             f"SFT: batch {a['batch']}, lr {a['lr']} (SFT-3: {a['sft3_lr']}); budgets chosen on the dev "
+             f"split ({a['dev_questions']} questions): SFT-2 {report['sft2_budget']} steps, SFT-3 "
+             f"{report['sft3_budget']} steps. RL: {a['rl_steps']} GRPO steps of {a['rl_questions']} "
              f"questions x {a['rl_n']} samples, lr {a['rl_lr']}, temperature {a['rl_temperature']}, on "
              f"{report['rl_questions_kept']} curriculum questions.", "",
              "| model / method | EM | F1 | EM 0-hop | 1-hop | 2-hop | 3-hop | when-to-act | searches / q "
@@ -55,9 +56,10 @@ def markdown(report: dict) -> str:
         calls = "—" if r["real_calls"] is None else str(r["real_calls"])
         lines.append(f"| {r['name']} | {r['em']:.3f} | {r['f1']:.3f} | " + " | ".join(hops) +
                      f" | {fmt(r['when_to_act'])} | {r['searches_per_q']:.2f} | {calls} |")
-    lines += ["", "SFT-2 curve (dev EM by steps): " + ", ".join(f"{k}: {v:.3f}" for k, v in
-                                                                 sorted(report["sft_curve"].items(),
-                                                                        key=lambda kv: int(kv[0])))]
+    for stage, key in (("SFT-2", "sft_curve"), ("SFT-3", "sft3_curve")):
+        if report.get(key):
+            lines += ["", f"{stage} curve (dev EM by steps): " + ", ".join(
+                f"{k}: {v:.3f}" for k, v in sorted(report[key].items(), key=lambda kv: int(kv[0])))]
     for name, rl in report["rl"].items():
         lines += ["", f"{name}: reward per step " + ", ".join(f"{x:.3f}" for x in rl["reward"]) +
                   f"; first-5 mean {rl['reward_first5']:.3f}, last-5 mean {rl['reward_last5']:.3f}; zero-variance "
@@ -119,10 +121,11 @@ def plot(report: dict, path: Path) -> None:
     if fidelity:
         axes[3].set_xlabel("GRPO step"), axes[3].set_ylabel("answer-bearing share"), axes[3].set_ylim(0, 1)
         axes[3].set_title("world-model fidelity (sampled checks)"), axes[3].legend()
-    curve = sorted((int(k), v) for k, v in report["sft_curve"].items())
-    axes[1].plot([c[0] for c in curve], [c[1] for c in curve], marker="o")
-    axes[1].set_xlabel("SFT-2 steps"), axes[1].set_ylabel("dev EM (agent)"), axes[1].set_ylim(0, 1)
-    axes[1].set_title("SFT-2 curve (dev split)")
+    for stage, key in (("SFT-2", "sft_curve"), ("SFT-3", "sft3_curve")):
+        curve = sorted((int(k), v) for k, v in report.get(key, {}).items())
+        axes[1].plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=stage)
+    axes[1].set_xlabel("steps in the stage"), axes[1].set_ylabel("dev EM (agent)"), axes[1].set_ylim(0, 1)
+    axes[1].set_title("SFT curves (dev split)"), axes[1].legend()
     names = [r["name"] for r in report["rows"]]
     axes[2].barh(names, [r["em"] for r in report["rows"]])
     axes[2].set_xlim(0, 1), axes[2].set_xlabel("test EM"), axes[2].set_title("held-out test EM per stage")

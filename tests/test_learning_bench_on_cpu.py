@@ -43,6 +43,32 @@ def test_an_rl_run_is_evaluated_on_dev_at_each_checkpoint_and_the_best_is_chosen
     assert bench.choose_rl_checkpoint("rl_real") == ({}, 16, path) and len(calls) == 1  # one: nothing to choose
 
 
+def test_an_sft_stage_is_chosen_on_dev_and_sft3_trains_at_its_own_lr(tmp_path, monkeypatch):
+    bench = Bench(_parser().parse_args(["--out", str(tmp_path), "--dev-questions", "7", "--lr", "1e-4",
+                                        "--sft3-lr", "3e-5"]))
+    calls = []
+
+    def evaluate(name, models, split, limit):
+        calls.append((name, sorted(models), split, limit))
+        return {"agent (step10)": {"em": 0.84}, "agent (step20)": {"em": 0.81}, "agent (step30)": {"em": 0.92}}
+
+    monkeypatch.setattr(bench, "evaluate", evaluate)
+    curve, step, path = bench.choose_sft_checkpoint("SFT-2+3", 30, 10)
+    assert calls == [("dev-sft2_3", ["step10", "step20", "step30"], "dev", 7)]  # the eval name resumes old runs
+    assert curve == {10: 0.84, 20: 0.81, 30: 0.92} and step == 30
+    assert path == tmp_path / "checkpoints" / "SFT-2+3" / "global_step_30" / "huggingface"
+    assert bench.choose_sft_checkpoint("SFT-2", 60, 60) == ({}, 60, tmp_path / "checkpoints" / "SFT-2" /
+                                                            "global_step_60" / "huggingface") and len(calls) == 1
+
+    commands = []
+    monkeypatch.setattr(bench, "call", lambda name, cmd: commands.append(cmd))
+    bench.pairs = bench.trajectories = tmp_path / "t.parquet"
+    bench.sft("SFT-2", 2, tmp_path, 60, 20)
+    bench.sft("SFT-2+3", 3, tmp_path, 30, 10, 3e-5)
+    assert "optim.lr=0.0001" in commands[0] and "optim.lr=3e-05" in commands[1]
+    assert "trainer.save_freq=10" in commands[1]
+
+
 def test_reward_windows_average_the_first_and_last_steps():
     assert reward_windows([0.0, 1.0]) == (0.5, 0.5)
     assert reward_windows([0.0] * 5 + [1.0] * 5) == (0.0, 1.0)
@@ -57,8 +83,8 @@ def test_report_carries_every_key_and_checks_the_targets():
     report = {"rows": rows, "best_sft_name": "SFT-2", "best_sft_em": 0.62, "rl_start": "SFT-2+3", "rl_start_em": 0.6,
               "rl_all_real_em": 0.7, "rl_mixed_em": 0.68, "rl_reward_first5": 0.2, "rl_reward_last5": 0.4,
               "all_real_calls": 400, "mixed_real_calls": 60, "react_fewshot_em": 0.1, "sft_curve": {"30": 0.62},
-              "sft2_budget": 30, "rl": {"RL all-real": rl, "RL 5:1": rl}, "test_questions": 200,
-              "rl_questions_kept": 40, "settings": {"batch": 8, "lr": 1e-4, "dev_questions": 100, "rl_steps": 2,
+              "sft2_budget": 30, "sft3_curve": {"10": 0.5, "20": 0.6}, "sft3_budget": 20, "rl": {"RL all-real": rl, "RL 5:1": rl}, "test_questions": 200,
+              "rl_questions_kept": 40, "settings": {"batch": 8, "lr": 1e-4, "sft3_lr": 3e-5, "dev_questions": 100, "rl_steps": 2,
                                                     "rl_questions": 4, "rl_n": 8, "rl_lr": 1e-5,
                                                     "rl_temperature": 1.0},
               "wall_s": 10.0, "commit": "abc", "command": "python benchmarks/learning_bench.py"}
@@ -75,6 +101,8 @@ def test_report_carries_every_key_and_checks_the_targets():
     assert "few-shot ReAct by >= 0.20 EM: +0.600 (met)" in text
     md = markdown(report)
     assert "| SFT-2 | 0.620 | 0.620 | — | 0.950 | 0.600 | 0.300 | 0.900 | 1.00 | — |" in md
+    assert "lr 0.0001 (SFT-3: 3e-05); budgets chosen on the dev split (100 questions): SFT-2 30 steps, SFT-3 20" in md
+    assert "SFT-3 curve (dev EM by steps): 10: 0.500, 20: 0.600" in md
     assert "| RL all-real | 0.700 |" in md and "zero-variance group share per step 0.50, —" in md
     json.dumps(report)  # the report is plain JSON
 
