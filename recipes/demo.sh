@@ -19,13 +19,18 @@ EVAL_LIMIT=${EVAL_LIMIT:-30}
 PORT=${PORT:-8765}
 RETRIEVER_URL="http://127.0.0.1:$PORT"
 MAKE="make --no-print-directory BUILD=$BUILD"
-export CUDA_VISIBLE_DEVICES=""
+export CUDA_VISIBLE_DEVICES="" PYTHONUNBUFFERED=1
 mkdir -p "$BUILD"
 
 step() { printf '\n== %s\n' "$*"; }
 fail() { printf '\ndemo FAILED at: %s (log: %s)\n' "$1" "$2" >&2; tail -30 "$2" >&2; exit 1; }
 start=$(date +%s); last=$start; stage_times=""
 timing() { local now; now=$(date +%s); stage_times="$stage_times $1 $((now - last)) s,"; last=$now; }
+# watch NAME LOG SED_EXPR CMD...: runs CMD with its output in LOG, printing as they come the lines SED_EXPR prints
+# (sed -n -E); a failure names NAME and shows the end of LOG
+watch() { local name=$1 log=$2 edit=$3; shift 3
+          { local rc=0; "$@" 2>&1 || rc=$?; echo "$rc" > "$log.rc"; } | tee "$log" | sed -unE "$edit" || true
+          [ "$(cat "$log.rc")" = 0 ] || fail "$name" "$log"; }
 
 step "1/6 toy world, SmolLM2-135M-Instruct from its package, oracle SFT data (make sft-data)"
 $MAKE sft-data > "$BUILD/demo-data.log" 2>&1 || fail "SFT data" "$BUILD/demo-data.log"
@@ -37,10 +42,10 @@ step "2/6 SFT stages 1 -> 2 -> 3 on verl's SFTTrainer, CPU platform: $SFT1_STEPS
 for stage in 1 2 3; do
   steps_var="SFT${stage}_STEPS"; steps=${!steps_var}; log="$BUILD/demo-sft$stage.log"
   lr=1e-4; [ "$stage" = 3 ] && lr=3e-5  # at 1e-4 SFT-3 broke SFT-2's 2-hop plans (sft3_lr.md)
-  $MAKE "sft-stage$stage" SFT_ARGS="data.train_batch_size=8 data.micro_batch_size_per_gpu=8 data.max_length=1024 \
+  watch "SFT stage $stage" "$log" "s/.*(step:[0-9]+) .*train\/loss:([0-9.]+).*/  stage $stage \1 loss \2/p" \
+    $MAKE "sft-stage$stage" SFT_ARGS="data.train_batch_size=8 data.micro_batch_size_per_gpu=8 data.max_length=1024 \
     trainer.total_training_steps=$steps optim.lr=$lr optim.lr_warmup_steps=$(( steps < 5 ? 0 : 5 )) \
-    trainer.resume_mode=disable" > "$log" 2>&1 || fail "SFT stage $stage" "$log"
-  grep -oE "step:[0-9]+ .*train/loss:[0-9.]+" "$log" | sed -E "s/ - perf.*train\/loss:/ loss /; s/^/  stage $stage /"
+    trainer.resume_mode=disable"
 done
 model="$BUILD/checkpoints/sft_stage3/huggingface"
 echo "  stage 3 export (HF format): $model"
@@ -83,13 +88,12 @@ timing "RL"
 step "6/6 evaluation on $EVAL_LIMIT held-out toy questions: baselines on the base model, the agent on base, SFT
   and RL (make eval)"
 log="$BUILD/demo-eval.log"
-{ $MAKE eval RETRIEVER="$RETRIEVER_URL" EVAL_ARGS="'~models' \
+watch "evaluation" "$log" 's/^(\[eval\].*)/  \1/p' \
+  $MAKE eval RETRIEVER="$RETRIEVER_URL" EVAL_ARGS="'~models' \
     '+models={base: $(realpath "$BUILD/models/smollm2-135m"), sft: $(realpath "$model"), rl: $(realpath "$rl_model")}' \
     baseline_model=base datasets.toy=$BUILD/toy/test.jsonl limit=$EVAL_LIMIT \
     'methods=[direct,cot,rag,react,react_fewshot,agent]' max_tokens=768 baseline_max_tokens=192 \
-    react_exemplars=$BUILD/toy/train.jsonl out_dir=$BUILD/eval/demo" 2>&1; echo $? > "$BUILD/demo-eval.rc"; } \
-  | tee "$log" | grep --line-buffered '^\[eval\]' | sed -u 's/^/  /' || true
-[ "$(cat "$BUILD/demo-eval.rc")" = 0 ] || fail "evaluation" "$log"
+    react_exemplars=$BUILD/toy/train.jsonl out_dir=$BUILD/eval/demo"
 sed -n '/^# Evaluation/,$p' "$log"
 timing "evaluation"
 
