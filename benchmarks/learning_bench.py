@@ -235,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps and questions per stage")
     parser.add_argument("--batch", type=int, default=8, help="SFT sequences (stage 1: pairs) per step")
     parser.add_argument("--lr", type=float, default=1e-4, help="SFT learning rate (SFT-3: --sft3-lr)")
-    # defaults: the committed run (benchmarks/results/learning.md), about 2.3 h on 2 cores
+    # defaults: the committed run (benchmarks/results/learning.md), about 2.9 h on 2 cores (learning.md, notes)
     parser.add_argument("--sft2-steps", type=int, default=60, help="SFT-2 steps (the curve's last point)")
     parser.add_argument("--save-every", type=int, default=20, help="SFT-2 checkpoint (curve point) interval")
     parser.add_argument("--sft3-steps", type=int, default=30, help="SFT-3 steps (its curve's last point)")
