@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.learning_report import check_report, markdown, plot, report_row, reward_windows, targets  # noqa: E402
-from benchmarks.provenance import provenance  # noqa: E402
+from benchmarks.provenance import provenance, write_report  # noqa: E402
 
 BASELINES = ["direct", "cot", "rag", "react", "react_fewshot"]
 # model key (a Hydra-safe name for evaluation) -> the report's row name
@@ -181,14 +181,8 @@ class Bench:
         ckpt = self.out / "checkpoints" / name
         points = {s: ckpt / f"global_step_{s}" / "huggingface" for s in range(save_every, steps + 1, save_every)}
         points[steps] = ckpt / f"global_step_{steps}" / "huggingface"
-        if len(points) == 1:
-            return {}, steps, points[steps]
         key = name.lower().replace("-", "").replace("+", "_")  # SFT-2+3 -> sft2_3, as in NAMES
-        dev = self.evaluate(f"dev-{key}", {f"step{s}": p for s, p in points.items()}, "dev",
-                            self.args.dev_questions)
-        curve = {s: dev[f"agent (step{s})"]["em"] for s in points}
-        step = choose_budget(curve)
-        return curve, step, points[step]
+        return self.choose_on_dev(f"dev-{key}", points)
 
     def choose_rl_checkpoint(self, name: str) -> tuple[dict[int, float], int, Path]:
         """Each saved checkpoint of one RL run on the dev split; returns the dev curve, the chosen step (as
@@ -196,14 +190,19 @@ class Bench:
         saved = {int(d.name.rsplit("_", 1)[1]): d / "actor" / "huggingface"
                  for d in (self.out / "checkpoints" / name).glob("global_step_*")
                  if (d / "actor" / "huggingface" / "config.json").is_file()}
-        if len(saved) == 1:
-            (step, path), = saved.items()
+        return self.choose_on_dev(f"dev-{name}", saved)
+
+    def choose_on_dev(self, eval_name: str, points: dict[int, Path]) -> tuple[dict[int, float], int, Path]:
+        """Checkpoints by step on the dev split: the dev curve, the chosen step (``choose_budget``) and its export.
+        With one checkpoint there is nothing to choose and nothing is run."""
+        if len(points) == 1:
+            (step, path), = points.items()
             return {}, step, path
-        dev = self.evaluate(f"dev-{name}", {f"step{s}": p for s, p in sorted(saved.items())}, "dev",
+        dev = self.evaluate(eval_name, {f"step{s}": p for s, p in sorted(points.items())}, "dev",
                             self.args.dev_questions)
-        curve = {s: dev[f"agent (step{s})"]["em"] for s in saved}
+        curve = {s: dev[f"agent (step{s})"]["em"] for s in points}
         step = choose_budget(curve)
-        return curve, step, saved[step]
+        return curve, step, points[step]
 
 
 def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, Any]:
@@ -338,10 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     check_report(report)
     report["targets"] = targets(report)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(markdown(report))
     plot(report, out / "curves.png")
-    print(markdown(report))
+    write_report(out, "report", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autocoa_verl.agent.observers import Observation  # noqa: E402
-from benchmarks.provenance import write_report  # noqa: E402
 from autocoa_verl.agent.standalone import (LocalVLLMServer, StandaloneRollout, build_agent_loop,  # noqa: E402
                                            compose_rl_config, rollout_sampling_params)
 from autocoa_verl.data.oracle import oracle_trajectory  # noqa: E402
 from autocoa_verl.data.toy_world import ToyWorldConfig, build_toy_world  # noqa: E402
 from autocoa_verl.protocol import build_prompt, render_observation  # noqa: E402
 from autocoa_verl.sft.dataset import prompt_ids  # noqa: E402
+from benchmarks.provenance import write_report  # noqa: E402
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402
 
 
