@@ -59,7 +59,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install install-gpu install-flash-attn lock lock-gpu test test-fast demo toy-world models clean index retriever bench-retriever bench-rollout eval \
   sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft rl-stage1 rl-stage2 rl bench-rl bench-learning \
-  bench-world-model
+  bench-world-model bench-sft-speed
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -158,6 +158,10 @@ eval: $(STAMP)  ## evaluate MODEL (default: rl-stage2's export) and the baseline
 
 bench-sft: $(STAMP)  ## SFT stages on SmolLM2 + toy world: EM and when-to-act of base, SFT-2, SFT-1+2, SFT-1+2+3 (CPU, ~45 min)
 	$(PY) benchmarks/sft_bench.py --out $(BUILD)/bench/sft --toy $(BUILD)/toy --model $(MODEL) $(BENCH_ARGS)
+
+bench-sft-speed: $(STAMP)  ## verl SFT tokens/s on CPU against a plain-PyTorch floor, in one run (~10 min)
+	$(PY) benchmarks/sft_speed_bench.py --out $(BUILD)/bench/sft_speed --toy $(BUILD)/toy --model $(BUILD)/models/smollm2-135m \
+	  $(BENCH_ARGS)
 
 bench-learning: $(STAMP)  ## does it teach? SFT curve, SFT/RL stages and baselines on the toy test split (CPU, hours; --quick)
 	$(PY) benchmarks/learning_bench.py --out $(BUILD)/bench/learning --toy $(BUILD)/toy --model $(BUILD)/models/smollm2-135m \

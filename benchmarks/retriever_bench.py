@@ -1,5 +1,6 @@
 """Retriever benchmark: throughput and latency through the HTTP server at several client concurrencies, beside the
-in-process ``batch_search`` ceiling measured in the same run, on a toy world of >= 100k passages.
+in-process ``batch_search`` ceiling and a plain synchronous handler (the lone client's latency reference), all
+measured in the same run, on a toy world of >= 100k passages.
 
 Run: ``make bench-retriever`` or ``python benchmarks/retriever_bench.py --out build/bench/retriever [--help]``.
 Writes ``report.json`` and ``report.md`` into ``--out``. The world and the indexes are cached there between runs
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,6 +31,7 @@ from retriever_server.base import IndexMismatchError  # noqa: E402
 from retriever_server.bm25 import BM25Retriever  # noqa: E402
 from retriever_server.dense import DenseRetriever  # noqa: E402
 from retriever_server.serve import free_port  # noqa: E402
+from benchmarks.provenance import provenance, write_report  # noqa: E402
 
 BACKENDS = {"bm25": BM25Retriever, "dense": DenseRetriever}
 
@@ -65,11 +68,44 @@ def ceiling(retriever, queries: list[str], topk: int, batch: int = 512) -> float
     return len(queries) / (time.perf_counter() - start)
 
 
-def start_server(backend: str, corpus: Path, index_dir: str, port: int, mode: str,
-                 overrides: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "recipes" / "serve_retriever.py"), f"retriever={backend}",
-           f"corpus_path={corpus}", f"index_dir={index_dir}", f"server.port={port}", f"server.mode={mode}",
-           "app.max_batch_queries=512", f"hydra.run.dir={corpus.parent / 'hydra'}", *overrides]
+def reference_app(retriever):
+    """The latency reference: a plain synchronous FastAPI handler calling the backend's ``batch_search`` itself (no
+    batcher, cache or validation), with the same response shape and JSON writer as ``retriever_server.app``, so the
+    difference at one client is what the batching path costs."""
+    from fastapi import FastAPI, Response
+
+    app = FastAPI()
+
+    @app.post("/retrieve")
+    def retrieve(body: dict) -> Response:
+        docs, scores = retriever.batch_search(body["queries"], body["topk"], return_scores=True)
+        result = [[{"document": d, "score": s} for d, s in zip(ds, ss)] for ds, ss in zip(docs, scores)]
+        return Response(content=orjson.dumps({"result": result}), media_type="application/json")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    return app
+
+
+def serve_reference(backend: str, corpus: str, index_dir: str, port: int, options: dict) -> None:
+    import uvicorn
+
+    retriever = BACKENDS[backend].open(corpus, index_dir, **options)
+    uvicorn.run(reference_app(retriever), host="127.0.0.1", port=port, log_level="warning")
+
+
+def start_server(backend: str, corpus: Path, index_dir: str, port: int, mode: str, overrides: list[str],
+                 options: dict | None = None) -> subprocess.Popen:
+    """Our server (``recipes/serve_retriever.py``), or with ``mode="reference"`` the plain handler, in a child."""
+    if mode == "reference":
+        cmd = [sys.executable, __file__, "--serve-reference", backend, str(corpus), index_dir, str(port),
+               *(f"--option={k}={v}" for k, v in (options or {}).items())]
+    else:
+        cmd = [sys.executable, str(ROOT / "recipes" / "serve_retriever.py"), f"retriever={backend}",
+               f"corpus_path={corpus}", f"index_dir={index_dir}", f"server.port={port}", f"server.mode={mode}",
+               "app.max_batch_queries=512", f"hydra.run.dir={corpus.parent / 'hydra'}", *overrides]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     deadline = time.time() + 600
@@ -118,20 +154,42 @@ async def load(url: str, queries: list[str], clients: int, requests_per_client: 
             "p99_ms": round(p99, 2), "p99_over_p50": round(p99 / p50, 2), "errors": errors}
 
 
+def summarise(report: dict) -> dict:
+    """The issue's keys: ``<backend>_pct_ceiling_64``, ``single_client_latency_ratio`` (the worst backend's p50 at
+    one client over the plain handler's) and whether each target holds."""
+    keys, met = {}, []
+    for b in report["backends"]:
+        by_clients = {row["clients"]: row for row in b["load"]}
+        b["single_client_latency_ratio"] = round(by_clients[1]["p50_ms"] / b["reference"]["p50_ms"], 3)
+        keys[f"{b['backend']}_pct_ceiling_64"] = by_clients[64]["pct_of_ceiling"] if 64 in by_clients else None
+        row = by_clients.get(64)  # not measured: not met
+        met.append(row is not None and row["pct_of_ceiling"] >= 70 and row["p99_over_p50"] < 10
+                   and row["errors"] == 0)
+        met.append(b["single_client_latency_ratio"] <= 1.1)
+    keys["single_client_latency_ratio"] = max(b["single_client_latency_ratio"] for b in report["backends"])
+    return keys | {"targets_met": all(met)}
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Retriever benchmark ({report['passages']} passages, topk {report['topk']}, "
              f"{report['queries_per_request']} query/call, client coalescing {report['client_coalesce_ms']} ms, "
              f"server mode {report['mode']}, options {report['options'] or 'default'}, "
              f"server overrides {report['server_overrides'] or 'none'})", "",
-             "| backend | index build s | server RSS MB | ceiling q/s | clients | q/s | % of ceiling | p50 ms | p99 ms "
-             "| p99/p50 | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Commit `{report.get('commit')}`; command: `{report.get('command')}`.", "",
+             "| backend | server | index build s | server RSS MB | ceiling q/s | clients | q/s | % of ceiling | p50 ms "
+             "| p99 ms | p99/p50 | errors |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in report["backends"]:
-        for row in b["load"]:
-            lines.append(f"| {b['backend']} | {b['build_seconds']} | {b['server_rss_mb']} | {b['ceiling_qps']} | "
-                         f"{row['clients']} | {row['queries_per_s']} | {row['pct_of_ceiling']} | {row['p50_ms']} | "
-                         f"{row['p99_ms']} | {row['p99_over_p50']} | {row['errors']} |")
-    lines += ["", f"Machine: {os.cpu_count()} CPUs; load generator and server share them. Target: >= 70% of the "
-              "ceiling at 64 clients, p99 < 10x p50, 0 errors."]
+        for server, row in [("plain handler", b["reference"])] + [("ours", row) for row in b["load"]]:
+            lines.append(f"| {b['backend']} | {server} | {b['build_seconds']} | {b['server_rss_mb']} | "
+                         f"{b['ceiling_qps']} | {row['clients']} | {row['queries_per_s']} | {row['pct_of_ceiling']} | "
+                         f"{row['p50_ms']} | {row['p99_ms']} | {row['p99_over_p50']} | {row['errors']} |")
+    lines += ["", "| backend | % of ceiling at 64 clients | p50 at 1 client / plain handler's |", "|---|---|---|"]
+    lines += [f"| {b['backend']} | {report.get(b['backend'] + '_pct_ceiling_64')} | "
+              f"{b.get('single_client_latency_ratio')} |" for b in report["backends"]]
+    lines += ["", f"Machine: {os.cpu_count()} CPUs; load generator and server share them. Targets: >= 70% of the "
+              "ceiling at 64 clients, p99 < 10x p50, 0 errors; p50 at 1 client <= 1.1x the plain synchronous "
+              "handler's (same backend, index and JSON writer, no batcher). "
+              f"All targets met: {report.get('targets_met')}."]
     return "\n".join(lines) + "\n"
 
 
@@ -140,56 +198,69 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="build/bench/retriever")
     parser.add_argument("--passages", type=int, default=100_000)
     parser.add_argument("--backends", default="bm25,dense")
-    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--concurrency", default="1,16,64", help="client counts (must include 1)")
     parser.add_argument("--requests-per-client", type=int, default=0,
                         help="default: enough for ~1000 requests per concurrency level (at least 20 each)")
     parser.add_argument("--queries-per-request", type=int, default=1)
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument("--mode", choices=["uvicorn", "ray"], default="uvicorn")
-    parser.add_argument("--coalesce-ms", type=float, default=0.0,
-                        help="client-side coalescing window shared by the concurrent clients (0: off)")
+    parser.add_argument("--coalesce-ms", type=float, default=2.0,
+                        help="client-side coalescing window shared by the concurrent clients (default: the "
+                             "rollout's, coa.retriever.coalesce_ms; 0: off)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a backend option for both the in-process and the served retriever, e.g. "
                              "faiss_type=HNSW32 (repeatable)")
     parser.add_argument("--server-override", action="append", default=[],
                         help="a Hydra override for the server, e.g. app.batch_wait_ms=10 (repeatable)")
+    parser.add_argument("--serve-reference", nargs=4, metavar=("BACKEND", "CORPUS", "INDEX_DIR", "PORT"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    options = dict(option.split("=", 1) for option in args.option)
+    if args.serve_reference:
+        backend, corpus, index_dir, port = args.serve_reference
+        return serve_reference(backend, corpus, index_dir, int(port), options)
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    if 1 not in concurrency:
+        parser.error("--concurrency must include 1 (the lone client's latency against the plain handler)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     corpus, queries = world(out, args.passages)
     report = {"passages": sum(1 for _ in open(corpus)), "topk": args.topk, "mode": args.mode,
-              "client_coalesce_ms": args.coalesce_ms,
-              "server_overrides": args.server_override,
-              "queries_per_request": args.queries_per_request, "backends": []}
-    options = dict(option.split("=", 1) for option in args.option)
+              "client_coalesce_ms": args.coalesce_ms, "server_overrides": args.server_override,
+              "queries_per_request": args.queries_per_request, "options": options, "backends": []}
     overrides = args.server_override + [f"retriever.options.{k}={v}" for k, v in options.items()]
-    report["options"] = options
+
+    def run_load(url: str, clients: int) -> dict:
+        per_client = args.requests_per_client or max(20, 1000 // clients)
+        return asyncio.run(load(url, queries, clients, per_client, args.queries_per_request, args.topk,
+                                args.coalesce_ms))
+
     for backend in args.backends.split(","):
         retriever, manifest = index(backend, corpus, out, options)
         ceiling_qps = ceiling(retriever, queries, args.topk)
         del retriever
-        port = free_port()
-        server = start_server(backend, corpus, manifest["index_dir"], port, args.mode, overrides)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            rows = []
-            for clients in map(int, args.concurrency.split(",")):
-                per_client = args.requests_per_client or max(20, 1000 // clients)
-                row = asyncio.run(load(url, queries, clients, per_client, args.queries_per_request, args.topk,
-                                       args.coalesce_ms))
-                row["pct_of_ceiling"] = round(100 * row["queries_per_s"] / ceiling_qps, 1)
-                rows.append(row)
-                print(backend, row, flush=True)
-            stats = httpx.get(f"{url}/stats", timeout=10).json()
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
+        servers = {}
+        for mode in ["reference", args.mode]:
+            port = free_port()
+            server = start_server(backend, corpus, manifest["index_dir"], port, mode, overrides, options)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                rows = [run_load(url, clients) for clients in ([1] if mode == "reference" else concurrency)]
+                for row in rows:
+                    row["pct_of_ceiling"] = round(100 * row["queries_per_s"] / ceiling_qps, 1)
+                    print(backend, mode, row, flush=True)
+                stats = httpx.get(f"{url}/stats", timeout=10).json() if mode != "reference" else None
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+            servers[mode] = rows, stats
+        (reference,), _ = servers["reference"]
+        rows, stats = servers[args.mode]
         report["backends"].append({"backend": backend, "build_seconds": manifest["build_seconds"],
                                    "ceiling_qps": round(ceiling_qps, 1), "server_rss_mb": stats["memory_rss_mb"],
-                                   "server_stats": stats, "load": rows})
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(markdown(report))
-    print(markdown(report))
+                                   "server_stats": stats, "reference": reference, "load": rows})
+    report |= summarise(report) | provenance("retriever_bench.py", argv)
+    write_report(out, "report", report, markdown(report))
 
 
 if __name__ == "__main__":

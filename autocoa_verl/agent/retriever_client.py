@@ -53,8 +53,10 @@ class RetrieverClient:
         max_batch: queries per HTTP request; larger calls are split and sent concurrently.
         cache_size: LRU entries of (query, topk); 0 disables.
         max_connections: connection pool size.
-        coalesce_ms: concurrent ``search`` calls made within this window share HTTP requests (the rollout's case:
-            many samples of one worker each asking one query); 0 sends each call on its own.
+        coalesce_ms: concurrent ``search`` calls share HTTP requests (the rollout's case: many samples of one worker
+            each asking one query). While a merged request is in flight, calls wait up to this window to be merged;
+            a client with nothing in flight sends at once, so a lone caller never waits. 0 sends each call on its
+            own.
     """
 
     def __init__(self, url: str, topk: int = 3, timeout_s: float = 10.0, max_retries: int = 3,
@@ -67,6 +69,7 @@ class RetrieverClient:
         self._pending: dict[int, list[tuple[list[str], asyncio.Future]]] = {}
         self._flush: asyncio.Task | None = None  # the flush collecting calls now, if any
         self._flushing: set[asyncio.Task] = set()  # strong references: the loop only keeps weak ones
+        self._in_flight = 0  # merged requests sent and not yet answered
         self.base_url = url.rstrip("/")
         self.url = self.base_url + "/retrieve"
         self.topk, self.timeout_s, self.max_retries = topk, timeout_s, max_retries
@@ -128,7 +131,8 @@ class RetrieverClient:
         return [hits for part in await asyncio.gather(*(self._post(c, topk) for c in chunks)) for hits in part]
 
     async def _coalesced(self, queries: list[str], topk: int) -> list[list[Passage]]:
-        """Queues the call; a flush ``coalesce_ms`` after the first queued call sends everything queued by then."""
+        """Queues the call; a flush sends everything queued by the time it runs: at once when nothing is in flight
+        (every call made in the same event-loop turn is merged), else ``coalesce_ms`` after the first queued call."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.setdefault(topk, []).append((queries, future))
@@ -139,11 +143,13 @@ class RetrieverClient:
         return await future
 
     async def _flush_pending(self) -> None:
-        await asyncio.sleep(self.coalesce_s)
+        if self._in_flight:
+            await asyncio.sleep(self.coalesce_s)
         # from here on, calls queue for the next flush (one that arrives while this one fetches starts it)
         pending, self._pending, self._flush = self._pending, {}, None
         for topk, calls in pending.items():
             merged = [q for queries, _ in calls for q in queries]
+            self._in_flight += 1
             try:
                 hits = await self._fetch(merged, topk)
             except Exception as error:  # every waiting call gets the failure, none is left hanging
@@ -151,6 +157,8 @@ class RetrieverClient:
                     if not future.done():
                         future.set_exception(error)
                 continue
+            finally:
+                self._in_flight -= 1
             start = 0
             for queries, future in calls:
                 if not future.done():

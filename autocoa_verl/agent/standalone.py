@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any, Sequence
 
 from omegaconf import DictConfig
@@ -61,6 +62,8 @@ class LocalVLLMServer:
     engine core in a spawned process: a script that builds this server needs an ``if __name__ == "__main__":`` guard.
     The engine binds the first event loop that uses it: run every coroutine through :meth:`run` (one loop for the
     server's life), or keep to one loop of your own. ``tokenizer`` and ``hf_model_type`` are the model's.
+    Set ``trace`` to a list and each ``generate`` appends one record to it: request id, prompt and prefix-cached
+    tokens, generated tokens, start and end (``time.perf_counter``), for the rollout benchmark.
     """
 
     def __init__(self, model_path: str | os.PathLike, max_model_len: int = 2048, seed: int = 0,
@@ -85,6 +88,7 @@ class LocalVLLMServer:
         self.hf_model_type = AutoConfig.from_pretrained(model_path).model_type
         self.max_model_len = max_model_len
         self.generated_tokens = 0
+        self.trace: list[dict[str, Any]] | None = None
 
     def run(self, coroutine):
         """Runs ``coroutine`` to completion on the server's own event loop."""
@@ -103,6 +107,7 @@ class LocalVLLMServer:
                              f"{self.max_model_len}")
         params["max_tokens"] = max(1, min(int(params.get("max_tokens") or room), room))
         final, engine_request_id = None, f"{request_id}-{os.urandom(4).hex()}"
+        start = time.perf_counter()
         async for final in self.engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)),
                                                 SamplingParams(**params), request_id=engine_request_id):
             pass
@@ -112,6 +117,10 @@ class LocalVLLMServer:
         if params["logprobs"] is not None:
             log_probs = [step[token].logprob for step, token in zip(completion.logprobs, token_ids)]
         self.generated_tokens += len(token_ids)
+        if self.trace is not None:
+            self.trace.append({"request_id": request_id, "prompt_tokens": len(prompt_ids),
+                               "cached_tokens": final.num_cached_tokens or 0, "generated_tokens": len(token_ids),
+                               "start": start, "end": time.perf_counter()})
         return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason=completion.finish_reason)
 
     def shutdown(self) -> None:

@@ -192,6 +192,30 @@ def test_a_call_queued_while_a_flush_is_fetching_is_flushed_too(bm25):
     assert len(first[0]) == 2 and len(late[0]) == 2
 
 
+def test_an_idle_coalescing_client_sends_at_once_and_merges_while_busy(bm25):
+    """A lone call does not wait the window (here 60 s, past the test's 10 s limit); calls made while a request is in
+    flight wait it out and share one request."""
+    server = ServerThread(create_app(bm25)).start()
+    try:
+        async def run():
+            async with RetrieverClient(server.url, topk=2, coalesce_ms=60_000, timeout_s=5) as client:
+                lone = await asyncio.wait_for(client.search(["lone founder"]), timeout=10)
+                client.coalesce_s = 0.05
+                first = asyncio.ensure_future(client.search(["first founder"]))
+                while not client._in_flight:
+                    await asyncio.sleep(0)
+                busy = await asyncio.gather(*(client.search([f"busy {i} founder"]) for i in range(5)))
+                return lone, await first, busy
+
+        before = httpx.get(f"{server.url}/stats").json()["requests"]
+        lone, first, busy = asyncio.run(run())
+        requests = httpx.get(f"{server.url}/stats").json()["requests"] - before
+    finally:
+        server.stop()
+    assert len(lone[0]) == 2 and len(first[0]) == 2 and all(len(b[0]) == 2 for b in busy)
+    assert requests == 3  # the lone call, the first, the five merged
+
+
 def test_health_answers_or_raises_at_once(bm25_server):
     async def probe(url):
         async with RetrieverClient(url, timeout_s=2, max_retries=3) as client:

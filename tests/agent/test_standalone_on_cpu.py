@@ -53,6 +53,25 @@ def test_real_engine_stops_at_the_tag_and_gets_the_retrievers_observation(engine
         assert tokenizer.decode(env) == taught[len(first_turn): taught.index("</information>") + len("</information>\n")]
 
 
+def test_trace_records_each_turn_and_its_prefix_cache_hits(engine, question, bm25_server):
+    """The server's trace (the rollout benchmark's source): one record per turn; the second turn re-prefills only
+    what the first turn's prompt and output do not already hold in the prefix cache."""
+    from benchmarks.rollout_bench import trace_summary
+
+    server = engine[0]
+    server.trace = []
+    try:
+        rollout(engine, question, [f"coa.retriever.url={bm25_server.url}"])
+        trace = server.trace
+    finally:
+        server.trace = None
+    assert len(trace) == 4 and len({call["request_id"] for call in trace}) == 2
+    first, second = trace_summary(trace, wall_s=max(c["end"] for c in trace) - min(c["start"] for c in trace))["turns"]
+    assert (first["calls"], second["calls"]) == (2, 2)
+    assert 0 < second["new_tokens"] <= second["reprefilled_tokens"]  # the observation is never in the cache
+    assert second["cached_tokens"] > 0 and second["reprefilled_tokens"] < second["prompt_tokens"]
+
+
 def test_real_engine_as_its_own_world_model(engine, question):
     outputs, tokenizer = rollout(engine, question, ["coa.schedule.validation=simulated"])
     for output in outputs:
