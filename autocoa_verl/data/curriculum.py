@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence, TypeVar
 
 from autocoa_verl.errors import user_errors
 
 REWARD_KEY = "score"
+T = TypeVar("T")
 
 
 def select_by_pass_rate(rates: Mapping[str, float], low: float = 0.0, high: float = 1.0) -> list[str]:
@@ -44,6 +46,30 @@ def zero_variance_share(groups: Sequence[Sequence[float]]) -> float:
     if not groups:
         raise ValueError("zero_variance_share: no groups")
     return sum(max(g) == min(g) for g in groups) / len(groups)
+
+
+def stratified_order(items: Sequence[T], key: Callable[[T], Hashable], seed: int = 0) -> list[T]:
+    """``items`` dealt round-robin over their classes (``key``): each round takes one item of every class that has
+    items left, classes in a shuffled order, items of a class in a shuffled order (``seed``). While every one of k
+    classes lasts, each run of k consecutive items holds one of each, so a GRPO batch of k questions read in order
+    (``data.shuffle=false``) sees every class, e.g. every hop count, instead of whatever one random draw gave it.
+
+    >>> order = stratified_order(["0a", "0b", "1a", "1b", "2a", "3a"], key=lambda q: q[0], seed=0)
+    >>> [sorted(q[0] for q in order[:4]), sorted(q[0] for q in order[4:])]
+    [['0', '1', '2', '3'], ['0', '1']]
+    """
+    rng = random.Random(seed)
+    classes: dict[Hashable, list[T]] = {}
+    for item in items:
+        classes.setdefault(key(item), []).append(item)
+    for members in classes.values():
+        rng.shuffle(members)
+    order: list[T] = []
+    while any(classes.values()):
+        names = [name for name in sorted(classes, key=repr) if classes[name]]
+        rng.shuffle(names)
+        order += [classes[name].pop() for name in names]
+    return order
 
 
 def pass_rates(rollout, rows: Sequence[dict], samples: int, sampling: dict[str, Any],
@@ -91,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-rows", type=int, default=1,
                         help="repeat the kept questions up to this many rows (at least data.train_batch_size: verl "
                              "drops an incomplete last batch)")
+    parser.add_argument("--stratify", metavar="FIELD",
+                        help="write the kept rows dealt round-robin over this field's values (e.g. hops), so that "
+                             "RL batches read in order (data.shuffle=false) hold one question of each")
     parser.add_argument("--keep-all-if-none", action="store_true",
                         help="write every question (with a warning) when none has a mixed pass rate, instead of "
                              "failing")
@@ -145,6 +174,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"warning: {message}; writing all {len(rows)} questions (GRPO groups will carry no signal)")
         kept = rows
     kept = [kept[i % len(kept)] for i in range(max(len(kept), args.min_rows))]
+    if args.stratify:
+        missing = next((row for row in kept if args.stratify not in row), None)
+        if missing is not None:
+            raise SystemExit(f"{args.questions}: row id {missing['id']!r} has no field {args.stratify!r} to "
+                             "stratify by")
+        kept = stratified_order(kept, key=lambda row: row[args.stratify])
     write_verl_parquet(kept, out, data_source="toy_world", split="train", preset=args.preset)
     mean = statistics.fmean(v["pass_rate"] for v in rates.values())
     print(f"{len(rows)} questions, mean pass rate {mean:.3f}; {len(keep)} with {args.low} < pass rate < {args.high}; "

@@ -2,11 +2,12 @@
 
 import asyncio
 import itertools
+from collections import Counter
 
 import pytest
 from verl.workers.rollout.replica import TokenOutput
 
-from autocoa_verl.data.curriculum import pass_rates, select_by_pass_rate, zero_variance_share
+from autocoa_verl.data.curriculum import pass_rates, select_by_pass_rate, stratified_order, zero_variance_share
 
 
 def test_keeps_only_questions_the_policy_sometimes_solves():
@@ -56,3 +57,14 @@ def test_pass_rates_score_rollouts_with_the_training_reward(tiny_tokenizer):
     assert {k: v["pass_rate"] for k, v in rates.items()} == {"easy": 1.0, "mixed": 0.5, "hard": 0.0}
     assert all(len(v["rewards"]) == 4 for v in rates.values())
     assert select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items()}) == ["mixed"]
+
+
+def test_stratified_order_gives_every_batch_each_hop_count_while_they_last():
+    rows = [{"id": f"{hops}-{i}", "hops": hops} for hops, n in enumerate([26, 31, 40, 33]) for i in range(n)]
+    order = stratified_order(rows, key=lambda row: row["hops"], seed=3)
+    assert sorted(r["id"] for r in order) == sorted(r["id"] for r in rows)  # a permutation: nothing lost or doubled
+    batches = [order[i : i + 4] for i in range(0, 26 * 4, 4)]
+    assert all(sorted(r["hops"] for r in batch) == [0, 1, 2, 3] for batch in batches)
+    assert Counter(r["hops"] for r in order[26 * 4 : 26 * 4 + 3]) == Counter({1: 1, 2: 1, 3: 1})
+    assert order == stratified_order(rows, key=lambda row: row["hops"], seed=3)
+    assert order != stratified_order(rows, key=lambda row: row["hops"], seed=4)
