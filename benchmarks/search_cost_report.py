@@ -1,8 +1,8 @@
-"""The search-cost reward's report: training curves of the search-cost run against the all-real run of the same
-learning-benchmark directory, and their test-split evaluation (``benchmarks/search_cost_run.sh`` makes both).
+"""The report of RL arms against the all-real run of the same learning-benchmark directory: training curves and the
+test-split evaluation that ``benchmarks/rl_arm_run.sh`` makes for each arm (``search_cost_run.sh`` is one arm).
 
-Run: ``python benchmarks/search_cost_report.py --run build/bench/learning --steps 16 --out DIR``. Writes
-``search_cost.json`` and ``search_cost.md`` into ``--out``.
+Run: ``python benchmarks/search_cost_report.py --run build/bench/learning --steps 16 --out DIR [--arm NAME ...]``.
+Writes ``<stem>.json`` and ``<stem>.md`` into ``--out`` (``--stem``, default ``search_cost``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.provenance import provenance, write_report  # noqa: E402
 
-RUNS = {"RL all-real": "rl_real", "RL search cost 0.1": "rl_search_cost"}
+LABELS = {"search_cost": "RL search cost 0.1", "stratified": "RL hop-stratified batches"}
 
 
 def hops_by_question(toy: Path) -> dict[str, int]:
@@ -59,11 +59,11 @@ def test_rows(records: Path) -> dict[str, dict]:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# The search-cost reward (toy world, CPU)", "",
+    lines = [f"# {report['title']} (toy world, CPU)", "",
              f"Commit `{report['commit']}`; command: `{report['command']}`.", "",
              f"## Test split ({report['test_questions']} questions, greedy, bm25 top-3), step {report['steps']}", "",
-             "| model | EM | searches / q | over-search | when-to-act | EM 0 / 1 / 2 / 3 hops | searches / q, 0 / 1 / 2 / 3 "
-             "hops | over-search, 0 / 1 / 2 / 3 hops |", "|---|---|---|---|---|---|---|---|"]
+             "| model (evaluation) | EM | searches / q | over-search | when-to-act | EM 0 / 1 / 2 / 3 hops | searches / q, "
+             "0 / 1 / 2 / 3 hops | over-search, 0 / 1 / 2 / 3 hops |", "|---|---|---|---|---|---|---|---|"]
     for name, r in report["test"].items():
         hop = lambda key: " / ".join(f"{r['by_hops'][h][key]:.3f}" if key != "searches"  # noqa: E731
                                      else f"{r['by_hops'][h][key]:.2f}" for h in sorted(r["by_hops"]))
@@ -74,12 +74,24 @@ def markdown(report: dict) -> str:
         lines.append(f"- {name}: EM " + ", ".join(f"{x:.2f}" for x in curve["em"]) + "; searches per sample "
                      + ", ".join(f"{x:.2f}" for x in curve["searches"]) + "; over-search "
                      + ", ".join(f"{x:.2f}" for x in curve["over_search"]))
-    run = report.get("search_cost_run")
-    if run:
-        lines += ["", f"Search-cost run: {run['real_calls']:.0f} real retriever calls; world-model probes on 10% of "
-                  f"its real observations ({run['probe_tokens']:.0f} tokens) found answer-bearing blocks per step: "
-                  + ", ".join("—" if f is None else f"{f:.2f}" for f in run["answer_bearing_by_step"])]
+    for name, run in report.get("ledgers", {}).items():
+        line = f"{name}: {run['real_calls']:.0f} real retriever calls"
+        if run["probe_tokens"]:
+            line += (f"; world-model probes on its real observations ({run['probe_tokens']:.0f} tokens) found "
+                     "answer-bearing blocks per step: "
+                     + ", ".join("—" if f is None else f"{f:.2f}" for f in run["answer_bearing_by_step"]))
+        lines += ["", line]
     return "\n".join(lines) + "\n"
+
+
+def test_split(run: Path, arms: list[str]) -> dict[str, dict]:
+    """Every arm's evaluation rows, named ``model (test-<arm>)``: each evaluation also re-scores all-real."""
+    rows = {}
+    for arm in arms:
+        evaluation = f"test-{arm.replace('_', '-')}"
+        rows |= {f"{model} ({evaluation})": row for model, row in test_rows(run / "eval" / evaluation / "records"
+                                                                           / "toy").items()}
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,24 +100,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--toy", type=Path, default=Path("build/toy"))
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("build/bench/search_cost"))
+    parser.add_argument("--arm", action="append", help="an rl_arm_run.sh arm's NAME (repeatable; default "
+                                                        "search_cost)")
+    parser.add_argument("--title", default="The search-cost reward")
+    parser.add_argument("--stem", default="search_cost", help="the report's file name, without extension")
     args = parser.parse_args(argv)
-    records = args.run / "eval" / "test-search-cost" / "records" / "toy"
-    if not records.is_dir():
-        parser.error(f"{records}: no test evaluation (bash benchmarks/search_cost_run.sh {args.run} {args.steps})")
+    arms = args.arm or ["search_cost"]
+    for arm in arms:
+        records = args.run / "eval" / f"test-{arm.replace('_', '-')}" / "records" / "toy"
+        if not records.is_dir():
+            parser.error(f"{records}: no test evaluation (bash benchmarks/rl_arm_run.sh {args.run} {args.steps} "
+                         f"{arm} ...)")
     hops = hops_by_question(args.toy)
-    test = test_rows(records)
-    report = {**provenance("search_cost_report.py", argv), "steps": args.steps,
+    test = test_split(args.run, arms)
+    runs = {"RL all-real": "rl_real"} | {LABELS.get(arm, f"RL {arm}"): f"rl_{arm}" for arm in arms}
+    report = {**provenance("search_cost_report.py", argv), "title": args.title, "steps": args.steps,
               "test_questions": next(iter(test.values()))["questions"], "test": test,
               "training": {name: training_curve(args.run / "rl" / key / "rollouts", args.steps, hops)
-                           for name, key in RUNS.items()}}
-    ledger = args.run / "checkpoints" / "rl_search_cost" / "coa_ledger.json"
-    if ledger.is_file():  # the search-cost run's world-model probes: answer-bearing per step, and its real calls
-        history = json.loads(ledger.read_text())["history"][: args.steps]
-        report["search_cost_run"] = {"answer_bearing_by_step": [h["fidelity"] for h in history],
-                                     "real_calls": sum(h["real_calls"] for h in history),
-                                     "probe_tokens": sum(h["probe_tokens"] for h in history)}
+                           for name, key in runs.items()}, "ledgers": {}}
+    for name, key in runs.items():  # real calls, and the world-model probes' answer-bearing share per step
+        ledger = args.run / "checkpoints" / key / "coa_ledger.json"
+        if ledger.is_file():
+            history = json.loads(ledger.read_text())["history"][: args.steps]
+            report["ledgers"][name] = {"answer_bearing_by_step": [h["fidelity"] for h in history],
+                                       "real_calls": sum(h["real_calls"] for h in history),
+                                       "probe_tokens": sum(h["probe_tokens"] for h in history)}
     args.out.mkdir(parents=True, exist_ok=True)
-    write_report(args.out, "search_cost", report, markdown(report), indent=1)
+    write_report(args.out, args.stem, report, markdown(report), indent=1)
 
 
 if __name__ == "__main__":
