@@ -31,13 +31,16 @@ class DenseRetriever(Retriever):
     """Options: ``encoder`` (local path, or the default packaged MiniLM), ``query_prefix``/``passage_prefix``
     (e.g. "query: "/"passage: " for e5 models), ``faiss_type`` (a faiss index-factory string: "Flat" (exact,
     default), "HNSW32", "IVF1024,Flat", "SQfp16" to halve memory), ``batch_size`` (encoding), ``nprobe`` (IVF),
-    ``ef_search`` (HNSW)."""
+    ``ef_search`` (HNSW), ``blas_threshold`` (faiss's process-wide ``distance_compute_blas_threshold``: batches of
+    at least this many queries are scored with one matrix product. The faiss-cpu wheel ships 128000, so it scored
+    batches of 16-64 one query at a time: on a 100k-passage Flat index, 64 queries took 345 ms instead of 32 ms,
+    with the same hits. 4 keeps single queries on the sequential path, which is as fast for 1-3.)"""
 
     backend = "dense"
 
     def __init__(self, corpus, options):
         options = {"encoder": DEFAULT_ENCODER, "query_prefix": "", "passage_prefix": "", "faiss_type": "Flat",
-                   "batch_size": 64, "nprobe": 16, "ef_search": 64, **options}
+                   "batch_size": 64, "nprobe": 16, "ef_search": 64, "blas_threshold": 4, **options}
         super().__init__(corpus, options)
         self._encoder = None
         self._index = None
@@ -82,6 +85,7 @@ class DenseRetriever(Retriever):
     def _tune(self) -> None:
         import faiss
 
+        faiss.cvar.distance_compute_blas_threshold = int(self.options["blas_threshold"])
         params = faiss.ParameterSpace()
         if "IVF" in self.options["faiss_type"]:
             params.set_index_parameter(self._index, "nprobe", int(self.options["nprobe"]))

@@ -2,6 +2,7 @@ import json
 import sys
 import types
 
+import faiss
 import pytest
 
 from retriever_server.base import IndexMismatchError
@@ -73,6 +74,10 @@ def test_dense_retriever_round_trip(toy_world_dir, tmp_path):
     assert recall5 >= 0.6, recall5
     opened = DenseRetriever.open(corpus, tmp_path / "dense")
     assert opened.batch_search(["Who founded it?"], 2) == built.batch_search(["Who founded it?"], 2)
+    assert faiss.cvar.distance_compute_blas_threshold == 4  # a batch of >= 4 queries is one matrix product
+    queries = [s["question"] for s in steps[:8]]
+    one_by_one = [hits for q in queries for hits in opened.batch_search([q], 3)]  # the sequential path
+    assert opened.batch_search(queries, 3) == one_by_one
     manifest = json.loads((tmp_path / "dense" / "manifest.json").read_text())
     assert (manifest["dimension"], manifest["count"], manifest["faiss_type"]) == (384, len(built.corpus), "Flat")
     with pytest.raises(IndexMismatchError, match="faiss_type='Flat'.*faiss_type='HNSW32'"):
