@@ -123,16 +123,17 @@ def start_server(backend: str, corpus: Path, index_dir: str, port: int, mode: st
 
 
 async def load(url: str, queries: list[str], clients: int, requests_per_client: int, per_request: int,
-               topk: int, coalesce_ms: float) -> dict:
-    """``clients`` concurrent clients, each sending ``requests_per_client`` requests in a row."""
+               topk: int, coalesce_ms: float, offset: int = 0) -> dict:
+    """``clients`` concurrent clients, each sending ``requests_per_client`` requests in a row (queries from
+    ``offset`` on)."""
     latencies: list[float] = []
     errors = 0
 
     async def one(client_id: int, client: RetrieverClient) -> None:
         nonlocal errors
         for j in range(requests_per_client):
-            offset = (client_id * requests_per_client + j) * per_request
-            batch = [queries[(offset + k) % len(queries)] for k in range(per_request)]
+            start_at = offset + (client_id * requests_per_client + j) * per_request
+            batch = [queries[(start_at + k) % len(queries)] for k in range(per_request)]
             start = time.perf_counter()
             try:
                 await client.search(batch, topk)
@@ -146,12 +147,24 @@ async def load(url: str, queries: list[str], clients: int, requests_per_client: 
         start = time.perf_counter()
         await asyncio.gather(*(one(i, client) for i in range(clients)))
         wall = time.perf_counter() - start
-    latencies.sort()
-    p50 = statistics.median(latencies)
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    return {"clients": clients, "requests": clients * requests_per_client, "queries_per_request": per_request,
-            "queries_per_s": round(len(latencies) * per_request / wall, 1), "p50_ms": round(p50, 2),
-            "p99_ms": round(p99, 2), "p99_over_p50": round(p99 / p50, 2), "errors": errors}
+    return latency_row(latencies, wall, clients, per_request, errors)
+
+
+def latency_row(latencies: list[float], wall: float, clients: int, per_request: int, errors: int) -> dict:
+    """Throughput and latency percentiles of one load; ``latencies_ms`` keeps the samples, for pooling rounds."""
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return {"clients": clients, "requests": len(ordered) + errors, "queries_per_request": per_request,
+            "queries_per_s": round(len(ordered) * per_request / wall, 1), "p50_ms": round(p50, 2),
+            "p99_ms": round(p99, 2), "p99_over_p50": round(p99 / p50, 2), "errors": errors, "wall_s": wall,
+            "latencies_ms": ordered}
+
+
+def pooled(rows: list[dict]) -> dict:
+    """One row from several rounds of the same load: their samples, walls and errors together."""
+    return latency_row([x for r in rows for x in r["latencies_ms"]], sum(r["wall_s"] for r in rows),
+                       rows[0]["clients"], rows[0]["queries_per_request"], sum(r["errors"] for r in rows))
 
 
 def summarise(report: dict) -> dict:
@@ -212,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
                              "faiss_type=HNSW32 (repeatable)")
     parser.add_argument("--server-override", action="append", default=[],
                         help="a Hydra override for the server, e.g. app.batch_wait_ms=10 (repeatable)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating rounds of the lone-client load against the plain handler and the server")
     parser.add_argument("--serve-reference", nargs=4, metavar=("BACKEND", "CORPUS", "INDEX_DIR", "PORT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -235,27 +250,36 @@ def main(argv: list[str] | None = None) -> None:
         return asyncio.run(load(url, queries, clients, per_client, args.queries_per_request, args.topk,
                                 args.coalesce_ms))
 
+    def public(row: dict, ceiling_qps: float) -> dict:
+        return {k: v for k, v in row.items() if k not in ("latencies_ms", "wall_s")} | {
+            "pct_of_ceiling": round(100 * row["queries_per_s"] / ceiling_qps, 1)}
+
     for backend in args.backends.split(","):
         retriever, manifest = index(backend, corpus, out, options)
         ceiling_qps = ceiling(retriever, queries, args.topk)
         del retriever
-        servers = {}
-        for mode in ["reference", args.mode]:
-            port = free_port()
-            server = start_server(backend, corpus, manifest["index_dir"], port, mode, overrides, options)
-            url = f"http://127.0.0.1:{port}"
-            try:
-                rows = [run_load(url, clients) for clients in ([1] if mode == "reference" else concurrency)]
-                for row in rows:
-                    row["pct_of_ceiling"] = round(100 * row["queries_per_s"] / ceiling_qps, 1)
-                    print(backend, mode, row, flush=True)
-                stats = httpx.get(f"{url}/stats", timeout=10).json() if mode != "reference" else None
-            finally:
+        ports = {mode: free_port() for mode in ["reference", args.mode]}
+        servers = [start_server(backend, corpus, manifest["index_dir"], port, mode, overrides, options)
+                   for mode, port in ports.items()]
+        urls = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
+        try:
+            # the lone client against both servers, in alternating rounds: drift on a shared machine hits both alike
+            per_round = max(20, (args.requests_per_client or 1000) // args.rounds)
+            lone = {mode: [] for mode in urls}
+            for i in range(args.rounds):
+                for mode, url in urls.items():
+                    lone[mode].append(asyncio.run(load(url, queries, 1, per_round, args.queries_per_request,
+                                                       args.topk, args.coalesce_ms, offset=i * per_round)))
+            reference = public(pooled(lone["reference"]), ceiling_qps)
+            rows = [public(pooled(lone[args.mode]), ceiling_qps)] + [
+                public(run_load(urls[args.mode], clients), ceiling_qps) for clients in concurrency if clients != 1]
+            for row in [reference, *rows]:
+                print(backend, row, flush=True)
+            stats = httpx.get(f"{urls[args.mode]}/stats", timeout=10).json()
+        finally:
+            for server in servers:
                 server.terminate()
                 server.wait(timeout=60)
-            servers[mode] = rows, stats
-        (reference,), _ = servers["reference"]
-        rows, stats = servers[args.mode]
         report["backends"].append({"backend": backend, "build_seconds": manifest["build_seconds"],
                                    "ceiling_qps": round(ceiling_qps, 1), "server_rss_mb": stats["memory_rss_mb"],
                                    "server_stats": stats, "reference": reference, "load": rows})

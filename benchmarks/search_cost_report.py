@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.provenance import provenance, write_report  # noqa: E402
 
-LABELS = {"search_cost": "RL search cost 0.1", "stratified": "RL hop-stratified batches"}
+LABELS = {"search_cost": "RL search cost 0.1", "stratified": "RL hop-stratified batches",
+          "stratified_search_cost": "RL hop-stratified batches + search cost 0.1"}
 
 
 def hops_by_question(toy: Path) -> dict[str, int]:

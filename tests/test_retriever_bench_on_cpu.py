@@ -3,7 +3,7 @@
 import asyncio
 
 from autocoa_verl.agent.retriever_client import RetrieverClient
-from benchmarks.retriever_bench import markdown, reference_app, summarise
+from benchmarks.retriever_bench import latency_row, markdown, pooled, reference_app, summarise
 from retriever_server.app import create_app
 from retriever_server.serve import ServerThread
 
@@ -63,3 +63,10 @@ def test_targets_need_every_backend_at_64_clients():
     no_64["backends"][1]["load"][0]["p50_ms"] = 10.5
     keys = summarise(no_64)
     assert keys["bm25_pct_ceiling_64"] is None and keys["targets_met"] is False
+
+
+def test_rounds_pool_their_samples():
+    rounds = [latency_row([1.0, 2.0, 3.0], wall=1.0, clients=1, per_request=1, errors=0),
+              latency_row([5.0, 6.0], wall=1.0, clients=1, per_request=1, errors=1)]
+    row = pooled(rounds)
+    assert (row["requests"], row["errors"], row["p50_ms"], row["queries_per_s"]) == (6, 1, 3.0, 2.5)
