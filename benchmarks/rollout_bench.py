@@ -169,6 +169,9 @@ def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_leng
 
         rollout("real")  # warm-up: the first requests of a fresh vLLM-CPU engine are slow
         for source in ("real", "simulated"):
+            # each measured run starts from an empty prefix cache: the warm-up's identical greedy trajectories,
+            # observations included, would otherwise be cache hits that no training rollout gets
+            server.run(server.engine.reset_prefix_cache())
             server.trace = []
             outputs, wall = rollout(source)
             trace, server.trace = server.trace, None
@@ -202,6 +205,7 @@ def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_leng
             assert sum(len(o.token_ids) for o in outputs) == sum(real_generated)
             return time.perf_counter() - start
 
+        server.run(server.engine.reset_prefix_cache())
         wall = server.run(single_turn())
         result["single_turn"] = {"wall_s": wall, "generated_tokens": sum(real_generated),
                                  "generated_tokens_per_s": sum(real_generated) / wall}
@@ -240,12 +244,13 @@ def markdown(report: dict) -> str:
             r = e[name]
             lines.append(f"| {name} | {r['env_latency_s_per_observation']:.3f} | "
                          f"{r['observation_tokens_per_observation']:.1f} |")
-        lines += ["", f"Prefix caching: {e.get('prefix_caching')}. Per turn (mean over the samples that reached it):",
-                  "", "| observations | turn | calls | prompt tokens | prefix-cached | re-prefilled | new since the "
-                  "last turn | cached share |", "|---|---|---|---|---|---|---|---|"]
-        for name in ("real", "simulated"):
-            lines += [f"| {name} | {t['turn']} | {t['calls']} | {t['prompt_tokens']} | {t['cached_tokens']} | "
-                      f"{t['reprefilled_tokens']} | {t['new_tokens']} | {t['cached_share']} |" for t in e[name]["turns"]]
+        lines += ["", f"Prefix caching: {e.get('prefix_caching')}; each measured run starts with an empty cache. Per "
+                  "turn of the real-observation run (mean over the samples that reached it; in the simulated run the "
+                  "world model's own generate calls interleave with the turns):", "",
+                  "| turn | calls | prompt tokens | prefix-cached | re-prefilled | new since the last turn | "
+                  "cached share |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {t['turn']} | {t['calls']} | {t['prompt_tokens']} | {t['cached_tokens']} | "
+                  f"{t['reprefilled_tokens']} | {t['new_tokens']} | {t['cached_share']} |" for t in e["real"]["turns"]]
         lines += ["", "Engine idle (no generate call open) during the multi-turn runs: " + ", ".join(
             f"{name} {e[name]['engine_idle_s']:.2f} s of {e[name]['wall_s']:.1f} s ({e[name]['engine_idle_share']:.1%})"
             for name in ("real", "simulated"))]
