@@ -154,8 +154,9 @@ def trace_summary(trace: list[dict], wall_s: float) -> dict:
             "engine_idle_share": round(idle / wall_s, 3) if wall_s else 0.0}
 
 
-def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_length: int) -> dict:
-    server = LocalVLLMServer(model, max_model_len=2048)
+def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_length: int,
+                block_size: int | None = None) -> dict:
+    server = LocalVLLMServer(model, max_model_len=2048, **({"block_size": block_size} if block_size else {}))
     prompts = [{"raw_prompt": build_prompt(row["question"])} for row in rows]
     result = {}
     try:
@@ -211,6 +212,7 @@ def engine_runs(model: Path, rows: list[dict], retriever_url: str, response_leng
                                  "generated_tokens_per_s": sum(real_generated) / wall}
         result["multi_vs_single_throughput"] = result["real"]["generated_tokens_per_s"] / (sum(real_generated) / wall)
         result["prefix_caching"] = server.engine.vllm_config.cache_config.enable_prefix_caching
+        result["block_size"] = server.engine.vllm_config.cache_config.block_size
     finally:
         server.shutdown()
     return result
@@ -244,7 +246,8 @@ def markdown(report: dict) -> str:
             r = e[name]
             lines.append(f"| {name} | {r['env_latency_s_per_observation']:.3f} | "
                          f"{r['observation_tokens_per_observation']:.1f} |")
-        lines += ["", f"Prefix caching: {e.get('prefix_caching')}; each measured run starts with an empty cache. Per "
+        lines += ["", f"Prefix caching: {e.get('prefix_caching')}, KV block size {e.get('block_size')} (a cached prefix "
+                  "ends on a whole block); each measured run starts with an empty cache. Per "
                   "turn of the real-observation run (mean over the samples that reached it; in the simulated run the "
                   "world model's own generate calls interleave with the turns):", "",
                   "| turn | calls | prompt tokens | prefix-cached | re-prefilled | new since the last turn | "
@@ -265,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teach-steps", type=int, default=60)
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--response-length", type=int, default=512)
+    parser.add_argument("--block-size", type=int, help="the engine's KV block size (default: vLLM's; 128 on CPU)")
     parser.add_argument("--skip-engine", action="store_true", help="only the bookkeeping measurement")
     args = parser.parse_args(argv)
 
@@ -297,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         with serve_bm25(world / "corpus.jsonl", args.out / "index-bm25") as url:
             rows = [json.loads(line) for line in open(world / "test.jsonl")]
             rows = [r for r in rows if r["needs_search"]][: args.questions]
-            report["engine"] = engine_runs(model, rows, url, args.response_length)
+            report["engine"] = engine_runs(model, rows, url, args.response_length, args.block_size)
         engine = report["engine"]
         report |= {"rollout_ratio": round(engine["multi_vs_single_throughput"], 3),
                    "tokens_past_action": engine["real"]["tokens_past_action"]

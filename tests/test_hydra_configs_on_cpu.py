@@ -120,4 +120,6 @@ def test_rl_cpu_overlay():
     assert config.ray_kwargs.ray_init.runtime_env.env_vars.VLLM_TARGET_DEVICE == "cpu"
     assert config.actor_rollout_ref.actor.strategy == "fsdp2"
     assert config.actor_rollout_ref.actor.use_kl_loss  # the GPU runs' loss (the platform unpins the reference)
+    assert rollout.engine_kwargs.vllm.block_size == 32  # whole-block prefix caching: less re-prefilled per turn
     assert compose("rl_stage2", []).trainer.device == "cuda"
+    assert "block_size" not in compose("rl_stage2", []).actor_rollout_ref.rollout.engine_kwargs.vllm
