@@ -110,7 +110,9 @@ class Bench:
         self.call(name, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
                          str(ROOT / "recipes" / "sft.py"), "--config-name", f"sft_stage{stage}", *device,
                          f"data.train_files={self.pairs if stage == 1 else self.trajectories}",
-                         f"data.train_batch_size={a.batch}", f"data.micro_batch_size_per_gpu={a.batch}",
+                         f"data.train_batch_size={a.batch}",
+                         # CPU: the platform's micro-batch of one item (no padding); GPU: the whole batch at once
+                         *([] if a.device == "cpu" else [f"data.micro_batch_size_per_gpu={a.batch}"]),
                          "data.max_length=1024", f"model.path={start}", f"trainer.total_training_steps={steps}",
                          f"trainer.save_freq={save_every or steps}", f"optim.lr={lr or a.lr}",
                          f"optim.lr_warmup_steps={min(5, steps // 2)}",
@@ -165,7 +167,7 @@ class Bench:
             f"data.train_batch_size={a.rl_questions}", f"actor_rollout_ref.rollout.n={a.rl_n}",
             f"actor_rollout_ref.rollout.temperature={a.rl_temperature}",
             f"actor_rollout_ref.actor.ppo_mini_batch_size={a.rl_questions}",
-            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={a.rl_micro_batch}",
+            *([f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={a.rl_micro_batch}"] if a.rl_micro_batch else []),
             f"data.max_response_length={a.response_length}", f"actor_rollout_ref.actor.optim.lr={a.rl_lr}",
             # epochs: as many passes over the curriculum as the steps need
             f"trainer.total_training_steps={a.rl_steps}", "trainer.total_epochs=1000",
@@ -254,8 +256,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rl-steps", type=int, default=16)
     parser.add_argument("--rl-questions", type=int, default=4, help="questions per GRPO step")
     parser.add_argument("--rl-n", type=int, default=8, help="samples per question (the GRPO group)")
-    parser.add_argument("--rl-micro-batch", type=int, default=4,
-                        help="sequences per forward/backward (8 x ~900 tokens took ~12 GB in the trainer)")
+    parser.add_argument("--rl-micro-batch", type=int, default=None,
+                        help="sequences per forward/backward (default: the platform's; CPU: 1)")
     parser.add_argument("--rl-lr", type=float, default=2e-5)
     parser.add_argument("--rl-save-every", type=int, default=8,
                         help="RL checkpoint interval (0: the last step only); with several, the dev split "

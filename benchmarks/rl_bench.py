@@ -51,7 +51,7 @@ def train(args, model: Path, url: str, out: Path, *extra: str) -> tuple[dict[int
            f"data.val_files={args.toy / 'dev.parquet'}", f"coa.retriever.url={url}",
            f"coa.schedule.simulated_per_real={args.simulated_per_real}", f"data.train_batch_size={args.batch}",
            f"actor_rollout_ref.rollout.n={args.n}", f"actor_rollout_ref.actor.ppo_mini_batch_size={args.batch}",
-           f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={args.micro_batch}",
+           *([f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={args.micro_batch}"] if args.micro_batch else []),
            f"data.max_response_length={args.response_length}", f"actor_rollout_ref.actor.optim.lr={args.lr}",
            f"trainer.total_training_steps={args.steps}", f"trainer.save_freq={args.steps}", "trainer.test_freq=-1",
            "trainer.resume_mode=disable", f"trainer.default_local_dir={ckpt}", f"hydra.run.dir={out / 'hydra'}",
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--simulated-per-real", type=int, default=5)
     parser.add_argument("--batch", type=int, default=2, help="questions per step")
-    parser.add_argument("--micro-batch", type=int, default=2)
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="sequences per forward in the update (default: the platform's; CPU: 1)")
     parser.add_argument("--n", type=int, default=4, help="samples per question (the GRPO group)")
     parser.add_argument("--response-length", type=int, default=384)
     parser.add_argument("--lr", type=float, default=1e-5)

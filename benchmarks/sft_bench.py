@@ -37,7 +37,7 @@ def train(name: str, stage: int, model: Path, data: Path, out: Path, args) -> di
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
            str(ROOT / "recipes" / "sft.py"), "--config-name", f"sft_stage{stage}", "+platform=sft_cpu",
            f"data.train_files={data}", f"data.train_batch_size={args.batch}",
-           f"data.micro_batch_size_per_gpu={args.batch}", "data.max_length=1024", f"model.path={model}",
+           "data.max_length=1024", f"model.path={model}",
            f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={ckpt}", f"optim.lr={args.lr}",
            "trainer.resume_mode=disable", f"hydra.run.dir={out / 'hydra' / name}"]
     log_path = out / f"train-{name}.log"

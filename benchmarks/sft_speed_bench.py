@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--toy", type=Path, default=Path("build/toy"), help="toy world directory (built if missing)")
     parser.add_argument("--trajectories", type=Path, help="SFT-2 trajectories parquet (default: the oracle's)")
     parser.add_argument("--batch", type=int, default=8, help="rows per step (the learning benchmark's)")
-    parser.add_argument("--micro-batch", type=int, default=8, help="rows per forward/backward")
+    parser.add_argument("--micro-batch", type=int, default=1,
+                        help="rows per forward/backward (the CPU platform's: 1)")
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=7, help="verl steps (the first is not timed)")
     parser.add_argument("--floor-steps", type=int, default=6, help="timed floor steps (after one warm-up)")

@@ -44,7 +44,7 @@ for stage in 1 2 3; do
   steps_var="SFT${stage}_STEPS"; steps=${!steps_var}; log="$BUILD/demo-sft$stage.log"
   lr=1e-4; [ "$stage" = 3 ] && lr=3e-5  # at 1e-4 SFT-3 broke SFT-2's 2-hop plans (sft3_lr.md)
   watch "SFT stage $stage" "$log" "s/.*(step:[0-9]+) .*train\/loss:([0-9.]+).*/  stage $stage \1 loss \2/p" \
-    $MAKE "sft-stage$stage" SFT_ARGS="data.train_batch_size=8 data.micro_batch_size_per_gpu=8 data.max_length=1024 \
+    $MAKE "sft-stage$stage" SFT_ARGS="data.train_batch_size=8 data.max_length=1024 \
     trainer.total_training_steps=$steps optim.lr=$lr optim.lr_warmup_steps=$(( steps < 5 ? 0 : 5 )) \
     trainer.resume_mode=disable"
 done
@@ -77,7 +77,7 @@ step "5/6 GRPO on verl, CPU platform, vLLM-CPU rollouts of the CoA loop: $RL_STE
 log="$BUILD/demo-rl.log"
 $MAKE rl MODEL="$model" DATA="$rl_data" RETRIEVER="$RETRIEVER_URL" RL_ARGS="coa.schedule.kind=fidelity \
   data.train_batch_size=2 actor_rollout_ref.rollout.n=4 actor_rollout_ref.actor.ppo_mini_batch_size=2 \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 data.max_response_length=768 \
+  data.max_response_length=768 \
   actor_rollout_ref.actor.optim.lr=1e-5 \
   trainer.total_training_steps=$RL_STEPS trainer.total_epochs=1000 trainer.save_freq=$RL_STEPS trainer.test_freq=-1 \
   trainer.resume_mode=disable" > "$log" 2>&1 || fail "RL" "$log"

@@ -64,6 +64,10 @@ def test_sft_cpu_overlay():
     assert config.engine.mixed_precision.param_dtype == "fp32"
     assert "hf_model" in config.checkpoint.save_contents
     assert compose("sft_stage2", []).trainer.device == "cuda"
+    # one item per forward on CPU (no padding to the micro-batch's longest row): a trajectory, or stage 1's pair
+    assert config.data.micro_batch_size_per_gpu == 1
+    assert compose("sft_stage1", ["+platform=sft_cpu"]).data.micro_batch_size_per_gpu == 2
+    assert compose("sft_stage2", []).data.micro_batch_size_per_gpu == 4
 
 
 def test_sft_stages_differ_only_where_the_method_says():
@@ -121,5 +125,9 @@ def test_rl_cpu_overlay():
     assert config.actor_rollout_ref.actor.strategy == "fsdp2"
     assert config.actor_rollout_ref.actor.use_kl_loss  # the GPU runs' loss (the platform unpins the reference)
     assert rollout.engine_kwargs.vllm.block_size == 32  # whole-block prefix caching: less re-prefilled per turn
+    # one sequence per forward: no padding to the micro-batch's longest trajectory
+    micro = (config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu,
+             config.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu, rollout.log_prob_micro_batch_size_per_gpu)
+    assert micro == (1, 1, 1)
     assert compose("rl_stage2", []).trainer.device == "cuda"
     assert "block_size" not in compose("rl_stage2", []).actor_rollout_ref.rollout.engine_kwargs.vllm
