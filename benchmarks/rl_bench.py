@@ -11,10 +11,9 @@ Run: ``make bench-rl`` or ``python benchmarks/rl_bench.py --out build/bench/rl [
 Writes ``report.json`` and ``report.md`` into ``--out`` (the training log and evaluation records beside them).
 
 ``--compare-before`` runs the same training twice in one invocation, first with the CPU settings from before the
-step-cost work (``BEFORE``: old log-probs recomputed by the actor, micro-batches of 4 sequences padded to their
-longest, vLLM-CPU's 128-token KV block), then with today's defaults (old log-probs from the rollout, one sequence
-per forward, 32-token blocks), and writes ``rl_step.{json,md}`` instead: the step-time breakdown of both and
-``step_time_ratio`` (after / before).
+step-cost work (``BEFORE``: old log-probs recomputed by the actor, vLLM-CPU's 128-token KV block), then with
+today's defaults (old log-probs from the rollout, 32-token blocks), and writes ``rl_step.{json,md}`` instead: the
+step-time breakdown of both and ``step_time_ratio`` (after / before).
 """
 
 from __future__ import annotations
@@ -129,11 +128,8 @@ def markdown(report: dict) -> str:
 
 
 # the CPU RL settings before the step-cost work (the issue's baseline): old log-probs recomputed by the actor,
-# micro-batches of 4 (padded to their longest sequence), vLLM-CPU's default 128-token KV block
+# vLLM-CPU's default 128-token KV block
 BEFORE = ["algorithm.rollout_correction.bypass_mode=false",
-          "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
-          "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4",
-          "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
           "actor_rollout_ref.rollout.engine_kwargs.vllm.block_size=128"]
 GENERATION = BREAKDOWN[0][0]
 
@@ -162,8 +158,8 @@ def compare_markdown(report: dict) -> str:
     parts = list(before["breakdown_s"] | after["breakdown_s"])
     lines = ["# RL step time: the CPU settings before the step-cost work vs the defaults", "",
              f"Commit `{report['commit']}`; command: `{report['command']}`.", report["setup"], "",
-             f"before: `{' '.join(before['overrides'])}`; after: the defaults (old log-probs from the rollout, one "
-             "sequence per forward, 32-token KV blocks).", "",
+             f"before: `{' '.join(before['overrides'])}`; after: the defaults (old log-probs from the rollout, "
+             "32-token KV blocks).", "",
              "| part (mean over steps, s) | before | after |", "|---|---|---|"]
     lines += [f"| {part} | {before['breakdown_s'].get(part, 0.0):.2f} | {after['breakdown_s'].get(part, 0.0):.2f} |"
               for part in parts]

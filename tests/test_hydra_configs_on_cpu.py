@@ -125,9 +125,5 @@ def test_rl_cpu_overlay():
     assert config.actor_rollout_ref.actor.strategy == "fsdp2"
     assert config.actor_rollout_ref.actor.use_kl_loss  # the GPU runs' loss (the platform unpins the reference)
     assert rollout.engine_kwargs.vllm.block_size == 32  # whole-block prefix caching: less re-prefilled per turn
-    # one sequence per forward: no padding to the micro-batch's longest trajectory
-    micro = (config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu,
-             config.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu, rollout.log_prob_micro_batch_size_per_gpu)
-    assert micro == (1, 1, 1)
     assert compose("rl_stage2", []).trainer.device == "cuda"
     assert "block_size" not in compose("rl_stage2", []).actor_rollout_ref.rollout.engine_kwargs.vllm

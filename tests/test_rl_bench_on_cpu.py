@@ -33,11 +33,9 @@ def test_compare_report_shows_both_runs_and_the_ratios():
 
 def step_cost_settings(config) -> tuple:
     a = config.actor_rollout_ref
-    return (config.algorithm.rollout_correction.bypass_mode, a.actor.ppo_micro_batch_size_per_gpu,
-            a.ref.log_prob_micro_batch_size_per_gpu, a.rollout.log_prob_micro_batch_size_per_gpu,
-            a.rollout.engine_kwargs.vllm.block_size)
+    return config.algorithm.rollout_correction.bypass_mode, a.rollout.engine_kwargs.vllm.block_size
 
 
 def test_the_before_settings_are_real_keys_that_undo_the_cpu_defaults():
-    assert step_cost_settings(compose("rl_mixed", ["+platform=rl_cpu", *BEFORE])) == (False, 4, 4, 4, 128)
-    assert step_cost_settings(compose("rl_mixed", ["+platform=rl_cpu"])) == (True, 1, 1, 1, 32)
+    assert step_cost_settings(compose("rl_mixed", ["+platform=rl_cpu", *BEFORE])) == (False, 128)
+    assert step_cost_settings(compose("rl_mixed", ["+platform=rl_cpu"])) == (True, 32)
