@@ -167,7 +167,7 @@ class Bench:
             f"data.train_batch_size={a.rl_questions}", f"actor_rollout_ref.rollout.n={a.rl_n}",
             f"actor_rollout_ref.rollout.temperature={a.rl_temperature}",
             f"actor_rollout_ref.actor.ppo_mini_batch_size={a.rl_questions}",
-            *([f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={a.rl_micro_batch}"] if a.rl_micro_batch else []),
+            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={a.rl_micro_batch}",
             f"data.max_response_length={a.response_length}", f"actor_rollout_ref.actor.optim.lr={a.rl_lr}",
             # epochs: as many passes over the curriculum as the steps need
             f"trainer.total_training_steps={a.rl_steps}", "trainer.total_epochs=1000",
@@ -256,8 +256,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rl-steps", type=int, default=16)
     parser.add_argument("--rl-questions", type=int, default=4, help="questions per GRPO step")
     parser.add_argument("--rl-n", type=int, default=8, help="samples per question (the GRPO group)")
-    parser.add_argument("--rl-micro-batch", type=int, default=None,
-                        help="sequences per forward/backward (default: the platform's; CPU: 1)")
+    parser.add_argument("--rl-micro-batch", type=int, default=4,
+                        help="sequences per forward/backward (8 x ~900 tokens took ~12 GB in the trainer)")
     parser.add_argument("--rl-lr", type=float, default=2e-5)
     parser.add_argument("--rl-save-every", type=int, default=8,
                         help="RL checkpoint interval (0: the last step only); with several, the dev split "

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--simulated-per-real", type=int, default=5)
     parser.add_argument("--batch", type=int, default=2, help="questions per step")
     parser.add_argument("--micro-batch", type=int, default=None,
-                        help="sequences per forward in the update (default: the platform's; CPU: 1)")
+                        help="sequences per forward in the update (default: the config's, 4)")
     parser.add_argument("--n", type=int, default=4, help="samples per question (the GRPO group)")
     parser.add_argument("--response-length", type=int, default=384)
     parser.add_argument("--lr", type=float, default=1e-5)

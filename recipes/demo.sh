@@ -5,9 +5,9 @@
 # observations while the world model's measured fidelity holds, real otherwise) -> the baselines and the agent (base,
 # SFT, RL) on the held-out split.
 # Scale knobs (environment): SFT1_STEPS / SFT2_STEPS / SFT3_STEPS, RL_STEPS, RL_QUESTIONS (curriculum candidates),
-# EVAL_LIMIT (questions); the defaults aim at < 25 min on 2 cores, install included (measured: 28 min without it,
-# benchmarks/results/demo.md). SFT-2's budget comes from the learning benchmark's dev curve
-# (benchmarks/results/learning.md); SFT-3's lr (3e-5) from benchmarks/results/sft3_lr.md.
+# EVAL_LIMIT (questions); the defaults aim at < 25 min on 2 cores, install included (measured: 21 min 49 s, and
+# 2 min 45 s to install; benchmarks/results/demo.md). SFT-2 runs 14 steps, fewer than the learning benchmark's 20-60
+# (benchmarks/results/learning.md), to fit that; SFT-3's lr (3e-5) is from benchmarks/results/sft3_lr.md.
 set -euo pipefail
 BUILD=${BUILD:-build}
 PY=${PY:-.venv/bin/python}
