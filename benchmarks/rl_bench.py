@@ -141,13 +141,13 @@ def compare_before(args, url: str) -> dict:
         steps, wall, _ = train(args, args.model, url, args.out / name, *overrides)
         runs[name] = {"overrides": overrides, "train_wall_s": wall, **summarize_steps(steps, args.batch * args.n),
                       "metrics": list(steps.values())}
-    step, trainer, per_token = ({name: f(run) for name, run in runs.items()} for f in (
-        lambda run: run["breakdown_s"]["whole step"],
-        lambda run: run["breakdown_s"]["whole step"] - run["breakdown_s"][GENERATION],
-        lambda run: run["trainer_s_per_1k_response_tokens"]))
+    before, after = runs["before"], runs["after"]
+    step = {name: run["breakdown_s"]["whole step"] for name, run in runs.items()}
+    trainer = {name: step[name] - run["breakdown_s"][GENERATION] for name, run in runs.items()}
     return {"setup": setup(args), "runs": runs, "step_time_ratio": step["after"] / step["before"],
             "trainer_side_ratio": trainer["after"] / trainer["before"],
-            "trainer_per_token_ratio": per_token["after"] / per_token["before"],
+            "trainer_per_token_ratio": after["trainer_s_per_1k_response_tokens"]
+            / before["trainer_s_per_1k_response_tokens"],
             "kl_on_cpu": any("actor/kl_loss" in m for run in runs.values() for m in run["metrics"]),
             **provenance("rl_bench.py")}
 
