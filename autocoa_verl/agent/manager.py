@@ -162,7 +162,8 @@ class CoAAgentLoopManager(AgentLoopManager):
             step, source = self._step
             fidelity = coa.get(f"coa/fidelity/{self.schedule.fidelity_metric}")
             costs = step_costs(per_sample)
-            self.ledger.record(step, source=source, fidelity=fidelity, **costs)
+            self.ledger.record(step, source=source, fidelity=fidelity,
+                               fidelity_checked=int(coa.get("coa/fidelity/checked", 0)), **costs)
             timing.update(cost_report(costs, self.cost_per_call, "coa/cost"))
             timing.update(cost_report(self.ledger.totals(*COSTS), self.cost_per_call, "coa/run_cost"))
             timing["coa/schedule/simulated"] = float(source == "simulated")

@@ -23,8 +23,9 @@ class ObservationSchedule:
         simulated_per_real: for ``ratio``.
         simulated_steps: for ``staged``.
         validation: the source for validation rollouts, whatever the step.
-        fidelity_metric, fidelity_threshold, fidelity_window, max_simulated_share: for ``fidelity``, which
-            :func:`fidelity_source` decides step by step from the world model's measured fidelity.
+        fidelity_metric, fidelity_threshold, fidelity_window, fidelity_min_checks, max_simulated_share: for
+            ``fidelity``, which :func:`fidelity_source` decides step by step from the world model's measured
+            fidelity.
 
     The choice is a pure function of the step (``fidelity``: of the steps' recorded fidelity), so a run resumed
     from a checkpoint at step ``s`` continues the pattern exactly where it stopped.
@@ -43,6 +44,7 @@ class ObservationSchedule:
     fidelity_metric: str = "answer_bearing"
     fidelity_threshold: float = 0.5
     fidelity_window: int = 2
+    fidelity_min_checks: int = 8
     max_simulated_share: float = 0.84
 
     def __post_init__(self):
@@ -53,8 +55,9 @@ class ObservationSchedule:
         if self.fidelity_metric not in FIDELITY_METRICS:
             raise ValueError(f"coa.schedule.fidelity_metric={self.fidelity_metric!r}: choose one of "
                              f"{FIDELITY_METRICS}")
-        if self.fidelity_window < 1 or not 0 <= self.max_simulated_share <= 1:
-            raise ValueError("coa.schedule: fidelity_window must be >= 1 and max_simulated_share in [0, 1]")
+        if self.fidelity_window < 1 or self.fidelity_min_checks < 1 or not 0 <= self.max_simulated_share <= 1:
+            raise ValueError("coa.schedule: fidelity_window and fidelity_min_checks must be >= 1 and "
+                             "max_simulated_share in [0, 1]")
         if self.validation not in ("real", "simulated"):
             raise ValueError(f"coa.schedule.validation={self.validation!r}: choose 'real' or 'simulated'")
 
@@ -103,29 +106,37 @@ class ObservationSchedule:
 
 def fidelity_source(schedule: ObservationSchedule, history: list[dict], step: int) -> Source:
     """The ``fidelity`` schedule's source for training step ``step``, from the records of the steps before it
-    (``{"step", "source", "fidelity"}``; fidelity None where nothing was measured).
+    (``{"step", "source", "fidelity", "fidelity_checked"}``; fidelity None where nothing was measured, checked the
+    number of observations it was measured on, 1 where a record lacks it).
 
-    Simulated when the mean of the last ``fidelity_window`` measured fidelities is at least ``fidelity_threshold``
-    and simulating keeps the simulated share of steps at most ``max_simulated_share``; otherwise real, and real until
-    a step has been measured. Fidelity is measured on simulated steps (their sampled real observations) and on real
-    ones (the world model's sampled probes), so a world model that recovers is used again. A pure function of the
-    history, which :class:`StepLedger` saves beside the checkpoints: a resumed run decides exactly as before.
+    Simulated when the last ``fidelity_window`` measured steps hold at least ``fidelity_min_checks`` checks, their
+    pooled fidelity (each step's mean weighted by its checks) is at least ``fidelity_threshold``, and simulating keeps
+    the simulated share of steps at most ``max_simulated_share``; otherwise real, and real until enough has been
+    measured: one answer-bearing probe of two is not evidence of a world model. Fidelity is measured on simulated
+    steps (their sampled real observations) and on real ones (the world model's sampled probes), so a world model
+    that recovers is used again. A pure function of the history, which :class:`StepLedger` saves beside the
+    checkpoints: a resumed run decides exactly as before.
 
-    >>> schedule = ObservationSchedule("fidelity", fidelity_window=1, max_simulated_share=0.6)
+    >>> schedule = ObservationSchedule("fidelity", fidelity_window=1, fidelity_min_checks=4, max_simulated_share=0.6)
     >>> history = []
     >>> for step, measured in enumerate([0.9, 0.8, 0.9, 0.2, 0.7, 0.9, 0.9], start=1):
-    ...     history.append({"step": step, "source": fidelity_source(schedule, history, step), "fidelity": measured})
+    ...     history.append({"step": step, "source": fidelity_source(schedule, history, step), "fidelity": measured,
+    ...                     "fidelity_checked": 4})
     >>> "".join("R" if h["source"] == "real" else "s" for h in history)  # step 3: the share cap; step 5: the drop
     'RsRsRss'
+    >>> fidelity_source(schedule, [{"step": 1, "source": "real", "fidelity": 0.5, "fidelity_checked": 2}], 2)
+    'real'
     """
     past = [h for h in history if h["step"] < step]
-    measured = [h["fidelity"] for h in past if h.get("fidelity") is not None][-schedule.fidelity_window:]
-    if not measured:
+    measured = [h for h in past if h.get("fidelity") is not None][-schedule.fidelity_window:]
+    checks = sum(h.get("fidelity_checked") or 1 for h in measured)
+    if checks < schedule.fidelity_min_checks:
         return "real"
     simulated = sum(h["source"] == "simulated" for h in past)
     if (simulated + 1) / (len(past) + 1) > schedule.max_simulated_share:
         return "real"
-    return "simulated" if sum(measured) / len(measured) >= schedule.fidelity_threshold else "real"
+    pooled = sum(h["fidelity"] * (h.get("fidelity_checked") or 1) for h in measured) / checks
+    return "simulated" if pooled >= schedule.fidelity_threshold else "real"
 
 
 @dataclass

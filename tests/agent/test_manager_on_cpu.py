@@ -122,6 +122,7 @@ def _gated_run(monkeypatch, tmp_path, fidelity_by_step, steps, cost_per_call=0.0
     monkeypatch.setattr(AgentLoopManager, "generate_sequences", dispatch)
     monkeypatch.setattr(AgentLoopManager, "_performance_metrics", lambda self, metrics, output: {})
     config = compose_rl_config(["coa.schedule.kind=fidelity", "coa.schedule.fidelity_window=1",
+                                "coa.schedule.fidelity_min_checks=2",
                                 "coa.schedule.max_simulated_share=0.6", f"trainer.default_local_dir={tmp_path}",
                                 f"coa.retriever.cost_per_call={cost_per_call}"])
     manager = CoAAgentLoopManager.__new__(CoAAgentLoopManager)
@@ -141,6 +142,7 @@ def test_the_fidelity_gate_decides_each_step_and_a_resume_decides_the_same(monke
     assert sources == "RsRsRss"  # step 3: the simulated-share cap (0.6); step 5: the drop to 0.2 at step 4
     ledger = json.loads((tmp_path / "coa_ledger.json").read_text())["history"]
     assert [h["step"] for h in ledger] == list(range(1, 8)) and ledger[3]["fidelity"] == 0.2
+    assert {h["fidelity_checked"] for h in ledger} == {2}  # two samples, one check each
     last = timings[-1]
     # 3 real steps x 2 calls; 4 simulated steps x 2 observations, each would have cost 0.01 and 0.02 s
     assert last["coa/run_cost/real_calls"] == 6 and last["coa/run_cost/simulated_observations"] == 8
