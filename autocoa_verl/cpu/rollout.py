@@ -10,7 +10,8 @@ fix goes through verl's own hooks, without forking it:
     ``LiveWeightsWorkerExtension``  verl's worker extension (``vLLMColocateWorkerExtension``) that, in the engine's
                                     worker process and before the model loads, makes 2-D CPU linears call
                                     ``torch.nn.functional.linear`` on the layer's own weight (other layers unchanged).
-    ``CPUvLLMHttpServer``           verl's ``vLLMHttpServer`` naming that extension (``_get_worker_extension_cls``).
+    ``CPUvLLMHttpServer``           verl's ``vLLMHttpServer`` naming that extension (``_get_worker_extension_cls``),
+                                    and giving the engine every core of a small machine (``give_vllm_all_cores``).
     ``CPUvLLMReplica``              verl's ``vLLMReplica`` that starts that server. The CPU platform registers it
                                     under the name "vllm" in verl's ``RolloutReplicaRegistry`` (``platform.py``),
                                     so ``rollout.name=vllm`` is all a config says.
@@ -29,6 +30,8 @@ import ray
 import torch
 from verl.workers.rollout.vllm_rollout.utils import vLLMColocateWorkerExtension
 from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer, vLLMReplica
+
+from autocoa_verl.cpu import give_vllm_all_cores
 
 
 def _live_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -66,6 +69,10 @@ class LiveWeightsWorkerExtension(vLLMColocateWorkerExtension):
 
 
 class CPUvLLMHttpServer(vLLMHttpServer):
+    def __init__(self, *args: Any, **kwargs: Any):
+        give_vllm_all_cores()
+        super().__init__(*args, **kwargs)
+
     def _get_worker_extension_cls(self) -> str:
         return f"{LiveWeightsWorkerExtension.__module__}.{LiveWeightsWorkerExtension.__qualname__}"
 
