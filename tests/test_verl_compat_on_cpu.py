@@ -15,5 +15,8 @@ def test_a_renamed_or_changed_symbol_is_reported_with_its_reason():
     assert gone.problem() == "verl.trainer.sft_trainer:SFTTrainer._build_engine_v2 is gone"
     assert "takes ('self',), we call it with ('self', 'x')" in changed.problem()
     assert "no longer assigns self.nothing" in unassigned.problem()
+    uncalled = PrivateSymbol("verl.trainer.sft_trainer:SFTTrainer", "_build_engine", calls="nothing_of_the_kind",
+                             why="w")
+    assert uncalled.problem() == "verl.trainer.sft_trainer:SFTTrainer._build_engine no longer calls nothing_of_the_kind"
     assert "is gone" in PrivateSymbol("verl.nope:X", "y", why="w").problem()
     assert problems() == []

@@ -25,7 +25,7 @@ Each piece, and why it exists:
                                     SmolLM2 fp32 SFT step took 161 s with 1 thread, 25 s with 2): each local rank gets
                                     its share of the cores instead (``AUTOCOA_CPU_THREADS`` overrides).
     ``_register_cpu_vllm_replica``  ``rollout.name=vllm`` starts ``rollout.CPUvLLMReplica``, whose engine keeps its
-                                    linear weights live so verl's weight sync reaches it (see that module).
+                                    packed linear weights loadable so verl's weight sync reaches it (see that module).
     ``ray_resource_name() == "GPU"`` verl's Ray worker groups only count "GPU"/"NPU" resources, so a CPU run declares
                                     logical GPUs to Ray (``ray_init.num_gpus``) and its workers ask for those.
 """
