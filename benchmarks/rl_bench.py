@@ -12,8 +12,8 @@ Writes ``report.json`` and ``report.md`` into ``--out`` (the training log and ev
 
 ``--compare-before`` runs the same training twice in one invocation, first with the CPU settings from before the
 step-cost work (``BEFORE``: old log-probs recomputed by the actor, vLLM-CPU's 128-token KV block, one core kept
-from the engine for its scheduler), then with today's defaults (old log-probs from the rollout, 32-token blocks,
-every core of a 2-core machine for the engine), and writes ``rl_step.{json,md}`` instead: the
+from the engine for its scheduler, unpacked linear weights in the engine), then with today's defaults (old log-probs
+from the rollout, 32-token blocks, every core of a 2-core machine for the engine, packed weights), and writes ``rl_step.{json,md}`` instead: the
 step-time breakdown of both and ``step_time_ratio`` (after / before).
 """
 
@@ -133,7 +133,9 @@ def markdown(report: dict) -> str:
 BEFORE = ["algorithm.rollout_correction.bypass_mode=false",
           "actor_rollout_ref.rollout.engine_kwargs.vllm.block_size=128",
           # vLLM-CPU's own default on x86 (autocoa_verl.cpu.give_vllm_all_cores sets 0 on a 2-core machine)
-          "+ray_kwargs.ray_init.runtime_env.env_vars.VLLM_CPU_NUM_OF_RESERVED_CPU='1'"]
+          "+ray_kwargs.ray_init.runtime_env.env_vars.VLLM_CPU_NUM_OF_RESERVED_CPU='1'",
+          # the rollout's linears unpacked, reading the live weight (autocoa_verl/cpu/rollout.py)
+          "+ray_kwargs.ray_init.runtime_env.env_vars.AUTOCOA_CPU_UNPACKED_LINEARS='1'"]
 GENERATION = BREAKDOWN[0][0]
 
 

@@ -33,10 +33,11 @@ def test_compare_report_shows_both_runs_and_the_ratios():
 
 def step_cost_settings(config) -> tuple:
     a = config.actor_rollout_ref
-    reserved = config.ray_kwargs.ray_init.runtime_env.env_vars.get("VLLM_CPU_NUM_OF_RESERVED_CPU")
-    return config.algorithm.rollout_correction.bypass_mode, a.rollout.engine_kwargs.vllm.block_size, reserved
+    env = config.ray_kwargs.ray_init.runtime_env.env_vars
+    return (config.algorithm.rollout_correction.bypass_mode, a.rollout.engine_kwargs.vllm.block_size,
+            env.get("VLLM_CPU_NUM_OF_RESERVED_CPU"), env.get("AUTOCOA_CPU_UNPACKED_LINEARS"))
 
 
 def test_the_before_settings_are_real_keys_that_undo_the_cpu_defaults():
-    assert step_cost_settings(compose("rl_mixed", ["+platform=rl_cpu", *BEFORE])) == (False, 128, "1")
-    assert step_cost_settings(compose("rl_mixed", ["+platform=rl_cpu"])) == (True, 32, None)
+    assert step_cost_settings(compose("rl_mixed", ["+platform=rl_cpu", *BEFORE])) == (False, 128, "1", "1")
+    assert step_cost_settings(compose("rl_mixed", ["+platform=rl_cpu"])) == (True, 32, None, None)

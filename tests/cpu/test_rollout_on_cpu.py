@@ -47,6 +47,18 @@ def test_packed_layers_keep_their_weight_and_pack_a_synced_one_again(vllm_utils)
     assert torch.allclose(vllm_utils.cpu_unquantized_gemm(layer, x, layer.weight), x @ new.T, atol=1e-5)
 
 
+def test_the_benchmarks_before_run_gets_unpacked_linears_on_the_live_weight(vllm_utils, monkeypatch):
+    from autocoa_verl.cpu.rollout import keep_packed_cpu_weights_loadable
+
+    monkeypatch.setenv("AUTOCOA_CPU_UNPACKED_LINEARS", "1")
+    keep_packed_cpu_weights_loadable()
+    layer = linear_layer()
+    vllm_utils.dispatch_cpu_unquantized_gemm(layer, remove_weight=True)
+    x, new = torch.randn(3, 32), torch.randn(64, 32)
+    layer.weight.weight_loader(layer.weight, new)
+    assert torch.allclose(vllm_utils.cpu_unquantized_gemm(layer, x, layer.weight), x @ new.T, atol=1e-5)
+
+
 @pytest.mark.e2e  # a vLLM-CPU engine
 def test_a_weight_sync_reaches_the_engine_that_generates(tiny_model_dir, monkeypatch, tmp_path):
     """verl's sync, as ``update_weights_from_ipc`` does it in the engine's worker: ``model.load_weights`` with the new
