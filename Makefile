@@ -175,7 +175,7 @@ bench-rl: $(STAMP)  ## short GRPO run (MODEL= an SFT-3 export): step-time breakd
 	$(PY) benchmarks/rl_bench.py --out $(BUILD)/bench/rl --toy $(BUILD)/toy \
 	  --model $(call user_model,$(BUILD)/checkpoints/sft_stage3/huggingface) --device $(DEVICE) $(BENCH_ARGS)
 
-demo: $(STAMP)  ## the whole pipeline on the embedded toy world: data, SFT 1-3, RL, evaluation (CPU, 22-25 min)
+demo: $(STAMP)  ## the whole pipeline on the embedded toy world: data, SFT 1-3, RL, evaluation (CPU, ~23 min with the venv)
 	BUILD=$(BUILD) PY=$(PY) bash recipes/demo.sh
 
 clean:  ## remove build outputs (keeps the venv)

@@ -6,6 +6,7 @@ Registered with verl through ``hydra_configs/agent_loops.yaml`` (``rollout.agent
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class Trajectory:
     malformed: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METRIC_KEYS, 0))
     outcome: str = ""
+    # fidelity checks still running beside the sample (see CoAAgentLoop._observe)
+    checks: list[asyncio.Task] = field(default_factory=list)
 
     def add_model(self, token_ids: list[int], logprobs: list[float] | None) -> None:
         self.response_ids += token_ids
@@ -96,6 +99,9 @@ class CoAAgentLoop(AgentLoopBase):
         self.response_length = int(self.rollout_config.response_length)
         self.stops = self.preset.stop_strings()
         self.fidelity_sample, self.probe_sample = fidelity.shares(coa)
+        # a fidelity check runs beside the sample, except under full determinism (its extra generation would change
+        # the engine's batches from run to run, and verl then passes each request id to vLLM unchanged)
+        self.checks_inline = bool(self.rollout_config.get("full_determinism", False))
         corpus = (coa.get("world_model") or {}).get("fidelity_corpus")
         self.known_titles = fidelity.corpus_titles(str(corpus)) if corpus else None
 
@@ -150,6 +156,7 @@ class CoAAgentLoop(AgentLoopBase):
             trajectory.response_mask = [0] * len(trajectory.response_mask)
         trajectory.metrics["length_limited"] = int(trajectory.outcome == "length")
         trajectory.metrics["answered"] = int(trajectory.outcome == "answer")
+        await asyncio.gather(*trajectory.checks)  # their metrics are the sample's
         return self._output(prompt_ids, trajectory, source)
 
     def _take_turn(self, trajectory: Trajectory, token_ids: list[int], logprobs, budget: int, forced: str = ""):
@@ -205,23 +212,26 @@ class CoAAgentLoop(AgentLoopBase):
         search_index = len(trajectory.sources) - 1
         share = self.fidelity_sample if observation.source == "simulated" else self.probe_sample
         if sampled(request_id, search_index, share):
-            await self._check_fidelity(trajectory, observation, query, prompt_ids, budget, request_id,
-                                       sampling_params, search_index)
+            check = self._check_fidelity(trajectory.metrics, observation, query, prompt_ids + trajectory.response_ids,
+                                         budget, request_id, sampling_params, search_index)
+            if self.checks_inline:
+                await check
+            else:  # the sample goes on; its next turn and the check's generation share the engine's batches
+                trajectory.checks.append(asyncio.ensure_future(check))
+                await asyncio.sleep(0)  # the check's request goes out first, as it would inline
         self._append_env(trajectory, observation.token_ids)
 
-    async def _check_fidelity(self, trajectory: Trajectory, observation: Observation, query: str,
-                              prompt_ids: list[int], budget: int, request_id: str, sampling_params: dict[str, Any],
+    async def _check_fidelity(self, m: dict[str, float], observation: Observation, query: str, context: list[int],
+                              budget: int, request_id: str, sampling_params: dict[str, Any],
                               search_index: int) -> None:
         """Gets the other source's observation for the same query and context (never appended) and adds the
-        simulated one's fidelity against the real one to the sample's metrics; a failed real fetch, or a budget too
-        small for a probe, skips the check."""
+        simulated one's fidelity against the real one to the sample's metrics ``m``; a failed real fetch, or a budget
+        too small for a probe, skips the check."""
         other = "real" if observation.source == "simulated" else "simulated"
-        context = prompt_ids + trajectory.response_ids
         try:
             counterpart = await self.observer(other).observe(query, context, budget, request_id, sampling_params)
         except ObservationBudgetError:
             return
-        m = trajectory.metrics
         m["fidelity_latency_s"] += counterpart.latency_s
         if other == "real":
             m["fidelity_real_calls"] += 1

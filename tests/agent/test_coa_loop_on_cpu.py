@@ -303,9 +303,12 @@ def test_a_sampled_simulated_observation_is_checked_against_the_real_one(tiny_to
     assert m["simulated_tokens"] == len(spans(output)[1][1]) and len(server.calls) == 3
 
 
-def test_a_sampled_real_observation_gets_a_world_model_probe_that_is_not_appended(tiny_tokenizer, bm25_server):
+@pytest.mark.parametrize("determinism", [False, True])  # the probe runs beside the sample, or inline
+def test_a_sampled_real_observation_gets_a_world_model_probe_that_is_not_appended(tiny_tokenizer, bm25_server,
+                                                                                  determinism):
     turns = ["<search>Arlo Venn</search>", "Doc 1 (\"Nowhere\"): made up.</information>", "<answer>x</answer>"]
-    output, server = run_loop(tiny_tokenizer, turns, real(bm25_server.url, "coa.world_model.probe_sample=1.0"),
+    output, server = run_loop(tiny_tokenizer, turns, real(bm25_server.url, "coa.world_model.probe_sample=1.0",
+                                                          f"actor_rollout_ref.rollout.full_determinism={determinism}"),
                               **ROW)
     m = output.extra_fields["coa_metrics"]
     assert output.extra_fields["coa_observation_sources"] == ["real"]
@@ -313,6 +316,42 @@ def test_a_sampled_real_observation_gets_a_world_model_probe_that_is_not_appende
     assert server.calls[1]["stop"] == ["</information>"]  # the probe: the world model's call
     assert m["fidelity_checked"] == 1 and m["fidelity_answer_bearing"] == 0.0 and m["fidelity_probe_tokens"] > 0
     assert m["fidelity_real_calls"] == 0 and m["obs_real"] == 1
+
+
+class ProbeWaitsForTheNextTurn(ScriptedServer):
+    """The world model's probe answers only once the sample has asked for its next turn: a probe that held up its
+    sample would never finish."""
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        if not hasattr(self, "next_turn"):
+            self.next_turn = asyncio.Event()
+        probe = sampling_params.get("stop") == ["</information>"]
+        if not probe and self.calls:
+            self.next_turn.set()
+        output = await super().generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs)
+        if probe:
+            await self.next_turn.wait()
+        return output
+
+
+def test_a_fidelity_check_runs_beside_its_sample_and_its_metrics_still_count(tiny_tokenizer, bm25_server):
+    turns = ["<search>Arlo Venn</search>", "Doc 1: Arlo Venn was born in Quessly.</information>",
+             "<answer>x</answer>"]
+    config = loop_config("coa.preset=search_r1", *real(bm25_server.url, "coa.world_model.probe_sample=1.0"))
+    server = ProbeWaitsForTheNextTurn(tiny_tokenizer, turns)
+
+    async def go():
+        loop = build_agent_loop(config, server, tokenizer=tiny_tokenizer, hf_model_type="qwen2")
+        try:
+            return await asyncio.wait_for(loop.run({"temperature": 1.0, "logprobs": True},
+                                                   raw_prompt=build_prompt(QUESTION, "search_r1"), **ROW), 30)
+        finally:
+            await close_shared_clients()
+
+    output = asyncio.run(go())
+    m = output.extra_fields["coa_metrics"]
+    assert output.extra_fields["coa_outcome"] == "answer" and server.turns == []
+    assert m["fidelity_checked"] == 1 and m["fidelity_answer_bearing"] == 1.0 and m["fidelity_probe_tokens"] > 0
 
 
 def test_unsampled_observations_are_not_checked_and_a_failed_real_fetch_skips_the_check(tiny_tokenizer):
