@@ -5,7 +5,7 @@
 # observations while the world model's measured fidelity holds, real otherwise) -> the baselines and the agent (base,
 # SFT, RL) on the held-out split.
 # Scale knobs (environment): SFT1_STEPS / SFT2_STEPS / SFT3_STEPS, RL_STEPS, RL_QUESTIONS (curriculum candidates),
-# EVAL_LIMIT (questions); the defaults aim at < 25 min on 2 cores, install included (measured: 26 min 31 s in a
+# EVAL_LIMIT (questions); the defaults aim at < 25 min on 2 cores, install included (measured: 23 min 39 s in a
 # fresh clone with the install; benchmarks/results/demo.md). SFT-2 runs 14 steps, fewer than the learning benchmark's 20-60
 # (benchmarks/results/learning.md), to fit that; SFT-3's lr (3e-5) is from benchmarks/results/sft3_lr.md.
 set -euo pipefail
