@@ -128,8 +128,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# the CPU RL settings before the step-cost work (the baseline): old log-probs recomputed by the actor,
-# vLLM-CPU's default 128-token KV block
+# the CPU RL settings before the step-cost work (the baseline)
 BEFORE = ["algorithm.rollout_correction.bypass_mode=false",
           "actor_rollout_ref.rollout.engine_kwargs.vllm.block_size=128",
           # vLLM-CPU's own default on x86 (autocoa_verl.cpu.give_vllm_all_cores sets 0 on a 2-core machine)

@@ -129,13 +129,14 @@ def fidelity_source(schedule: ObservationSchedule, history: list[dict], step: in
     """
     past = [h for h in history if h["step"] < step]
     measured = [h for h in past if h.get("fidelity") is not None][-schedule.fidelity_window:]
-    checks = sum(h.get("fidelity_checked") or 1 for h in measured)
+    weights = [h.get("fidelity_checked") or 1 for h in measured]
+    checks = sum(weights)
     if checks < schedule.fidelity_min_checks:
         return "real"
     simulated = sum(h["source"] == "simulated" for h in past)
     if (simulated + 1) / (len(past) + 1) > schedule.max_simulated_share:
         return "real"
-    pooled = sum(h["fidelity"] * (h.get("fidelity_checked") or 1) for h in measured) / checks
+    pooled = sum(h["fidelity"] * weight for h, weight in zip(measured, weights)) / checks
     return "simulated" if pooled >= schedule.fidelity_threshold else "real"
 
 

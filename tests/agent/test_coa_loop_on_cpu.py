@@ -33,15 +33,17 @@ def loop_config(*overrides: str):
     return config
 
 
-def run_loop(tokenizer, turns, overrides=(), preset="search_r1", honour_stops=True, logprobs=True, **fields):
+def run_loop(tokenizer, turns, overrides=(), preset="search_r1", honour_stops=True, logprobs=True,
+             server_class=ScriptedServer, **fields):
     config = loop_config(f"coa.preset={preset}", *overrides)
-    server = ScriptedServer(tokenizer, turns, honour_stops=honour_stops)
+    server = server_class(tokenizer, turns, honour_stops=honour_stops)
     params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": logprobs}
 
     async def go():  # verl's loop binds the running event loop when it is built, as in its worker
         loop = build_agent_loop(config, server, tokenizer, hf_model_type="qwen2")
         try:
-            return await loop.run(params, raw_prompt=build_prompt(QUESTION, preset), **fields)
+            # bounded: a sample that waited on something that waits on it would hang the suite
+            return await asyncio.wait_for(loop.run(params, raw_prompt=build_prompt(QUESTION, preset), **fields), 30)
         finally:
             await close_shared_clients()
 
@@ -337,20 +339,10 @@ class ProbeWaitsForTheNextTurn(ScriptedServer):
 def test_a_fidelity_check_runs_beside_its_sample_and_its_metrics_still_count(tiny_tokenizer, bm25_server):
     turns = ["<search>Arlo Venn</search>", "Doc 1: Arlo Venn was born in Quessly.</information>",
              "<answer>x</answer>"]
-    config = loop_config("coa.preset=search_r1", *real(bm25_server.url, "coa.world_model.probe_sample=1.0"))
-    server = ProbeWaitsForTheNextTurn(tiny_tokenizer, turns)
-
-    async def go():
-        loop = build_agent_loop(config, server, tokenizer=tiny_tokenizer, hf_model_type="qwen2")
-        try:
-            return await asyncio.wait_for(loop.run({"temperature": 1.0, "logprobs": True},
-                                                   raw_prompt=build_prompt(QUESTION, "search_r1"), **ROW), 30)
-        finally:
-            await close_shared_clients()
-
-    output = asyncio.run(go())
+    output, _ = run_loop(tiny_tokenizer, turns, real(bm25_server.url, "coa.world_model.probe_sample=1.0"),
+                         server_class=ProbeWaitsForTheNextTurn, **ROW)
     m = output.extra_fields["coa_metrics"]
-    assert output.extra_fields["coa_outcome"] == "answer" and server.turns == []
+    assert output.extra_fields["coa_outcome"] == "answer"  # and run_loop checked that every scripted turn was played
     assert m["fidelity_checked"] == 1 and m["fidelity_answer_bearing"] == 1.0 and m["fidelity_probe_tokens"] > 0
 
 
