@@ -39,20 +39,15 @@ class PrivateSymbol:
             return f"{self.owner} is gone ({error})"
         if self.name is None:
             return None
-        if self.calls is not None:
-            method = getattr(owner, self.name, None)
-            if not callable(method):
-                return f"{self.owner}.{self.name} is gone"
-            if f"{self.calls}(" not in inspect.getsource(method):
-                return f"{self.owner}.{self.name} no longer calls {self.calls}"
-            return None
-        if self.params is not None:
+        if self.set_in is None:  # a method: params and/or calls
             method = getattr(owner, self.name, None)
             if not callable(method):
                 return f"{self.owner}.{self.name} is gone"
             have = tuple(inspect.signature(method).parameters)
-            if have != self.params:
+            if self.params is not None and have != self.params:
                 return f"{self.owner}.{self.name} takes {have}, we call it with {self.params}"
+            if self.calls is not None and f"{self.calls}(" not in inspect.getsource(method):
+                return f"{self.owner}.{self.name} no longer calls {self.calls}"
             return None
         source = inspect.getsource(getattr(owner, self.set_in))
         if f"self.{self.name} =" not in source and f"self.{self.name}=" not in source:
