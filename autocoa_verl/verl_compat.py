@@ -43,8 +43,7 @@ class PrivateSymbol:
             method = getattr(owner, self.name, None)
             if not callable(method):
                 return f"{self.owner}.{self.name} is gone"
-            have = tuple(inspect.signature(method).parameters)
-            if self.params is not None and have != self.params:
+            if self.params is not None and (have := tuple(inspect.signature(method).parameters)) != self.params:
                 return f"{self.owner}.{self.name} takes {have}, we call it with {self.params}"
             if self.calls is not None and f"{self.calls}(" not in inspect.getsource(method):
                 return f"{self.owner}.{self.name} no longer calls {self.calls}"

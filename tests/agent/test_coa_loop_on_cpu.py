@@ -324,9 +324,11 @@ class ProbeWaitsForTheNextTurn(ScriptedServer):
     """The world model's probe answers only once the sample has asked for its next turn: a probe that held up its
     sample would never finish."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.next_turn = asyncio.Event()
+
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
-        if not hasattr(self, "next_turn"):
-            self.next_turn = asyncio.Event()
         probe = sampling_params.get("stop") == ["</information>"]
         if not probe and self.calls:
             self.next_turn.set()
