@@ -127,6 +127,23 @@ class CoAAgentLoop(AgentLoopBase):
         self._row = kwargs  # its gold answers, read only by a fidelity check
         trajectory = Trajectory(logprobs=[] if sampling_params.get("logprobs") else None)
         request_id = uuid4().hex
+        try:
+            await self._play(trajectory, observer, prompt_ids, forced, request_id, sampling_params)
+            await asyncio.gather(*trajectory.checks)  # their metrics are the sample's
+        except BaseException:  # a failed or cancelled sample leaves no fidelity check running behind it
+            for check in trajectory.checks:
+                check.cancel()
+            await asyncio.gather(*trajectory.checks, return_exceptions=True)
+            raise
+        if trajectory.outcome == "env_failure":
+            trajectory.response_mask = [0] * len(trajectory.response_mask)
+        trajectory.metrics["length_limited"] = int(trajectory.outcome == "length")
+        trajectory.metrics["answered"] = int(trajectory.outcome == "answer")
+        return self._output(prompt_ids, trajectory, source)
+
+    async def _play(self, trajectory: Trajectory, observer, prompt_ids: list[int], forced: str, request_id: str,
+                    sampling_params: dict[str, Any]) -> None:
+        """Generates turn after turn, observing each search, until the sample has an outcome."""
         actions = 0
         while not trajectory.outcome:
             budget = self.response_length - len(trajectory.response_ids)
@@ -152,12 +169,6 @@ class CoAAgentLoop(AgentLoopBase):
             else:  # a retryable malformed search: say what was wrong, masked like any observation
                 self._append_env(trajectory, self.tokenizer.encode(self._invalid_block(action.reason),
                                                                    add_special_tokens=False))
-        if trajectory.outcome == "env_failure":
-            trajectory.response_mask = [0] * len(trajectory.response_mask)
-        trajectory.metrics["length_limited"] = int(trajectory.outcome == "length")
-        trajectory.metrics["answered"] = int(trajectory.outcome == "answer")
-        await asyncio.gather(*trajectory.checks)  # their metrics are the sample's
-        return self._output(prompt_ids, trajectory, source)
 
     def _take_turn(self, trajectory: Trajectory, token_ids: list[int], logprobs, budget: int, forced: str = ""):
         """Appends one generated turn (cut just past its first action) and sets the outcome if the sample ends.

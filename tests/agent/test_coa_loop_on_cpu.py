@@ -367,3 +367,39 @@ def test_the_fidelity_schedule_takes_the_managers_decision(tiny_tokenizer, bm25_
     assert output.extra_fields["coa_source"] == "simulated"
     with pytest.raises(ValueError, match="decided per step by the agent-loop manager"):
         run_loop(tiny_tokenizer, [], ["coa.schedule.kind=fidelity"], global_steps=3)
+
+
+class EngineDiesWhileProbing(ScriptedServer):
+    """The world model's probe hangs, and the sample's next turn fails: the engine died under both."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.probe_cancelled = False
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        if sampling_params.get("stop") == ["</information>"]:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.probe_cancelled = True
+                raise
+        if self.calls:
+            raise RuntimeError("engine died")
+        return await super().generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs)
+
+
+def test_a_sample_that_fails_cancels_its_fidelity_checks(tiny_tokenizer, bm25_server):
+    config = loop_config("coa.preset=search_r1", *real(bm25_server.url, "coa.world_model.probe_sample=1.0"))
+    server = EngineDiesWhileProbing(tiny_tokenizer, ["<search>Arlo Venn</search>"])
+
+    async def go():
+        loop = build_agent_loop(config, server, tiny_tokenizer, hf_model_type="qwen2")
+        try:
+            with pytest.raises(RuntimeError, match="engine died"):
+                await asyncio.wait_for(loop.run({"temperature": 1.0, "logprobs": True},
+                                                raw_prompt=build_prompt(QUESTION, "search_r1"), **ROW), 30)
+            return server.probe_cancelled  # read before asyncio.run's own clean-up cancels what is left
+        finally:
+            await close_shared_clients()
+
+    assert asyncio.run(go()), "the failed sample left its world-model probe running"
