@@ -59,7 +59,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install install-gpu install-flash-attn lock lock-gpu test test-fast demo toy-world models clean index retriever bench-retriever bench-rollout eval \
   sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft rl-stage1 rl-stage2 rl bench-rl bench-learning \
-  bench-world-model bench-sft-speed
+  bench-knowledge bench-world-model bench-sft-speed
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -166,6 +166,10 @@ bench-sft-speed: $(STAMP)  ## verl SFT tokens/s on CPU against a plain-PyTorch f
 bench-learning: $(STAMP)  ## does it teach? SFT curve, SFT/RL stages and baselines on the toy test split (CPU, hours; --quick)
 	$(PY) benchmarks/learning_bench.py --out $(BUILD)/bench/learning --toy $(BUILD)/toy --model $(BUILD)/models/smollm2-135m \
 	  --device $(DEVICE) $(BENCH_ARGS)
+
+bench-knowledge: $(STAMP)  ## can the model know the toy world? closed-book recall of its facts while reading its corpus (~30 min)
+	$(PY) benchmarks/knowledge_bench.py --out $(BUILD)/bench/knowledge --toy $(BUILD)/toy --model $(BUILD)/models/smollm2-135m \
+	  $(BENCH_ARGS)
 
 bench-world-model: $(STAMP)  ## world-model fidelity and pass rate (simulated vs real) of each bench-learning checkpoint (CPU, ~30 min)
 	$(PY) benchmarks/world_model_bench.py --out $(BUILD)/bench/world_model --toy $(BUILD)/toy \

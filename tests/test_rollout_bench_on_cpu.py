@@ -1,6 +1,6 @@
 """The rollout benchmark's trace summary: turns per sample, prefix-cache use, the engine's idle time."""
 
-from benchmarks.rollout_bench import trace_summary
+from benchmarks.rollout_bench import markdown, trace_summary
 
 
 def _call(sample, prompt, cached, generated, start, end):
@@ -24,3 +24,19 @@ def test_turns_by_sample_and_overlapping_calls():
 def test_an_empty_run():
     assert trace_summary([], wall_s=0.0) == {"turns": [], "engine_busy_s": 0.0, "engine_idle_s": 0.0,
                                              "engine_idle_share": 0.0}
+
+
+def test_the_report_names_both_single_turn_baselines_and_their_ratios():
+    run = {"samples": 2, "wall_s": 4.0, "generated_tokens": 400, "generated_tokens_per_s": 100.0,
+           "searches_per_sample": 1.5, "tokens_past_action": 0, "env_latency_s_per_observation": 0.01,
+           "observation_tokens_per_observation": 120.0, "turns": [], "engine_idle_s": 0.0, "engine_idle_share": 0.0}
+    engine = {"real": run, "simulated": run, "multi_vs_single_throughput": 0.5, "multi_vs_same_prefill_throughput": 0.8,
+              "single_turn": {"wall_s": 2.0, "generated_tokens": 400, "generated_tokens_per_s": 200.0},
+              "single_turn_same_prefill": {"wall_s": 2.5, "generated_tokens": 400, "generated_tokens_per_s": 125.0,
+                                           "prefilled_observation_tokens": 360}}
+    text = markdown({"machine": "x", "bookkeeping": {"turns": 8, "samples": 2, "us_per_turn": 300.0}, "engine": engine,
+                     "model": "m", "response_length": 512})
+    assert "| single-turn, same token counts | 2.0 | 400 | 200.0 | - | - |" in text
+    assert "the 360 observation tokens prefilled in the prompt | 2.5 | 400 | 125.0 |" in text
+    assert "single-turn throughput (real observations): **0.50**" in text
+    assert "prefilled (the loop's own cost): **0.80**" in text
