@@ -55,3 +55,16 @@ def test_the_benchmark_names_a_missing_toy_world(tmp_path, tiny_model_dir, capsy
         main(["--toy", str(tmp_path / "nowhere"), "--model", str(tiny_model_dir), "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "nowhere/corpus.jsonl not found (make toy-world models)" in capsys.readouterr().err
+
+
+def test_the_benchmark_refuses_a_negative_epoch_count(toy_world_dir, tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--toy", str(toy_world_dir), "--model", str(tiny_model_dir), "--out", str(tmp_path), "--epochs", "-1"])
+    assert "--epochs must be >= 0" in capsys.readouterr().err
+
+
+def test_zero_epochs_measures_the_model_as_it_is(toy_world_dir, tiny_model_dir, tmp_path):
+    main(["--toy", str(toy_world_dir), "--model", str(tiny_model_dir), "--out", str(tmp_path), "--epochs", "0"])
+    report = json.loads((tmp_path / "knowledge.json").read_text())
+    assert [row["epoch"] for row in report["curve"]] == [0] and report["recall_after"] == report["recall_before"]
+    assert report["facts"] > 0 and "| 0 | - |" in (tmp_path / "knowledge.md").read_text()
