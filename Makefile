@@ -167,7 +167,7 @@ bench-learning: $(STAMP)  ## does it teach? SFT curve, SFT/RL stages and baselin
 	$(PY) benchmarks/learning_bench.py --out $(BUILD)/bench/learning --toy $(BUILD)/toy --model $(BUILD)/models/smollm2-135m \
 	  --device $(DEVICE) $(BENCH_ARGS)
 
-bench-knowledge: $(STAMP)  ## can the model know the toy world? closed-book recall of its facts while reading its corpus (~30 min)
+bench-knowledge: $(STAMP)  ## can the model know the toy world? closed-book recall of its facts while reading its corpus (~40 min)
 	$(PY) benchmarks/knowledge_bench.py --out $(BUILD)/bench/knowledge --toy $(BUILD)/toy --model $(BUILD)/models/smollm2-135m \
 	  $(BENCH_ARGS)
 

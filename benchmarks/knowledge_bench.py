@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="0: only the recall of --model as it is")
     parser.add_argument("--eval-every", type=int, default=2, help="epochs between recall measurements")
     parser.add_argument("--batch", type=int, default=16, help="passages per optimizer step")
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--save-model", type=Path, help="write the model that has read the corpus here (HF dir)")
     args = parser.parse_args(argv)
     for path in (args.toy / "corpus.jsonl", args.toy / f"{args.split}.jsonl", args.model / "config.json"):
