@@ -15,7 +15,6 @@ The pipeline's models are untouched; ``--save-model`` writes the reader out, e.g
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -37,7 +36,7 @@ def cloze_facts(rows: list[dict], corpus: dict[str, str]) -> list[dict]:
     """
     facts, seen = [], set()
     for row in rows:
-        for hop in row["chain"]:
+        for hop in row.get("chain", ()):
             key = (hop["doc_id"], hop["answer"])
             text = corpus[hop["doc_id"]]
             body = text.index("\n") + 1 if "\n" in text else 0
@@ -78,9 +77,9 @@ def recall(model, tokenizer, facts: list[dict], batch: int = 32, new_tokens: int
     return hits / len(facts) if facts else 0.0
 
 
-def read_corpus(args, corpus: dict[str, str], facts: list[dict]) -> list[dict]:
+def read_corpus(args, corpus: dict[str, str], facts: list[dict]) -> tuple[list[dict], int]:
     """Trains on every passage for ``--epochs`` epochs; returns a row per epoch (0: before), with recall on the
-    evaluated ones. ``--save-model``: where the trained model goes."""
+    evaluated ones, and the corpus's token count. ``--save-model``: where the trained model goes."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,7 +120,7 @@ def read_corpus(args, corpus: dict[str, str], facts: list[dict]) -> list[dict]:
     if args.save_model:  # an HF model that has read its world, for the SFT stages to start from
         model.save_pretrained(args.save_model)
         tokenizer.save_pretrained(args.save_model)
-    return curve
+    return curve, sum(len(p) for p in passages)
 
 
 def markdown(report: dict) -> str:
@@ -159,25 +158,18 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    torch.manual_seed(0)
-    corpus = {}
-    with open(args.toy / "corpus.jsonl") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                doc = json.loads(line)
-                corpus[doc["id"]] = doc["contents"]
-            except (json.JSONDecodeError, KeyError) as e:
-                parser.error(f"{args.toy / 'corpus.jsonl'} line {n}: {e!r}")
-    with open(args.toy / f"{args.split}.jsonl") as f:
-        rows = [json.loads(line) for line in f]
-    facts = cloze_facts(rows, corpus)
-    start = time.perf_counter()
-    curve = read_corpus(args, corpus, facts)
-    from transformers import AutoTokenizer
+    from autocoa_verl.data.qa_files import read_qa_jsonl
+    from retriever_server.corpus import load_corpus
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    report = {"passages": len(corpus), "corpus_tokens": sum(len(tokenizer(t)["input_ids"]) + 1 for t in corpus.values()),
-              "facts": len(facts), "curve": curve, "recall_before": curve[0]["recall"],
+    torch.manual_seed(0)
+    try:  # both name the file, line and field of a bad row
+        corpus = {doc["id"]: doc["contents"] for doc in load_corpus(args.toy / "corpus.jsonl")}
+        facts = cloze_facts(read_qa_jsonl(args.toy / f"{args.split}.jsonl"), corpus)
+    except ValueError as e:
+        parser.error(str(e))
+    start = time.perf_counter()
+    curve, corpus_tokens = read_corpus(args, corpus, facts)
+    report = {"passages": len(corpus), "corpus_tokens": corpus_tokens, "facts": len(facts), "curve": curve, "recall_before": curve[0]["recall"],
               "recall_after": curve[-1]["recall"], "wall_s": time.perf_counter() - start,
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               **provenance("knowledge_bench.py", argv)}

@@ -43,7 +43,7 @@ def test_reading_a_small_corpus_teaches_the_tiny_model_its_facts(tiny_model_dir,
     facts = cloze_facts([{"chain": [{"doc_id": "city-2", "answer": "Fex Druji"},
                                     {"doc_id": "city-3", "answer": "Jata"}]}], corpus)
     args = Namespace(model=tiny_model_dir, epochs=30, eval_every=30, batch=2, lr=3e-3, save_model=tmp_path / "reader")
-    curve = read_corpus(args, corpus, facts)
+    curve, _ = read_corpus(args, corpus, facts)
     assert (tmp_path / "reader" / "config.json").is_file() and (tmp_path / "reader" / "tokenizer.json").is_file()
     assert [row["epoch"] for row in curve] == list(range(31))
     assert curve[0]["recall"] == 0.0 and curve[-1]["recall"] == 1.0
@@ -68,3 +68,13 @@ def test_zero_epochs_measures_the_model_as_it_is(toy_world_dir, tiny_model_dir, 
     report = json.loads((tmp_path / "knowledge.json").read_text())
     assert [row["epoch"] for row in report["curve"]] == [0] and report["recall_after"] == report["recall_before"]
     assert report["facts"] > 0 and "| 0 | - |" in (tmp_path / "knowledge.md").read_text()
+
+
+def test_a_bad_corpus_row_is_named_by_file_and_line(toy_world_dir, tiny_model_dir, tmp_path, capsys):
+    toy = tmp_path / "toy"
+    toy.mkdir()
+    (toy / "dev.jsonl").write_text((toy_world_dir / "dev.jsonl").read_text())
+    (toy / "corpus.jsonl").write_text('{"id": "a", "contents": "A."}\n{"id": "b"}\n')
+    with pytest.raises(SystemExit):
+        main(["--toy", str(toy), "--model", str(tiny_model_dir), "--out", str(tmp_path)])
+    assert "corpus.jsonl:2: a row needs fields 'id' and 'contents'" in capsys.readouterr().err
