@@ -1,7 +1,8 @@
 # autocoa_verl — every stage is a make target; README.md lists them.
 # Variables: VENV (virtualenv dir), BUILD (data/models/outputs dir), PYTEST_ARGS, RETRIEVER (bm25|dense), PORT,
-# MODE (ray|uvicorn), BENCH_ARGS, MODEL (the model SFT stage 1 starts from), DEVICE (cpu|gpu), NPROC (processes per
-# node for torchrun), SFT_ARGS (Hydra overrides for every SFT stage), PAIRS / TRAJECTORIES (SFT data parquets),
+# MODE (ray|uvicorn), BENCH_ARGS, MODEL (the model the read stage and SFT stage 1 start from), DEVICE (cpu|gpu),
+# NPROC (processes per node for torchrun), SFT_ARGS (Hydra overrides for every SFT stage), CORPUS (the corpus JSONL
+# the read stage reads), PAIRS / TRAJECTORIES (SFT data parquets),
 # TEACHER / QUESTIONS / RETRIEVER_URL / SYNTH_ARGS (trajectory synthesis), DATA / VAL_DATA / RL_ARGS (RL stages;
 # MODEL there is the policy to start from, RETRIEVER=http://host:port a running retriever), EVAL_ARGS (evaluation).
 SHELL := /bin/bash
@@ -18,6 +19,7 @@ MODEL ?= $(BUILD)/models/smollm2-135m
 DEVICE ?= cpu
 NPROC ?= 1
 SFT_ARGS ?=
+CORPUS ?= $(BUILD)/toy/corpus.jsonl
 PAIRS ?= $(BUILD)/sft/oracle_pairs.parquet
 TRAJECTORIES ?= $(BUILD)/sft/oracle_trajectories.parquet
 TEACHER ?= $(MODEL)
@@ -42,15 +44,16 @@ define rl
 	cd $(BUILD)/checkpoints/$(1) && ln -sfn global_step_$$(cat latest_checkpointed_iteration.txt)/actor/huggingface huggingface
 	@echo "$(1) done: $(BUILD)/checkpoints/$(1)/huggingface"
 endef
-# one SFT stage: $(call sft,STAGE,DATA,START_MODEL); the stage's last HF export is linked as .../huggingface
+# one SFT stage: $(call sft,STAGE,DATA,START_MODEL) with STAGE read|stage1|stage2|stage3 (config sft_STAGE); the
+# stage's last HF export is linked as .../huggingface
 define sft
 	test -e $(3)/config.json || { echo "no model at $(3) (run the previous stage, or pass its path)"; exit 1; }
-	$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC) recipes/sft.py --config-name sft_stage$(1) \
+	$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC) recipes/sft.py --config-name sft_$(1) \
 	  $(SFT_PLATFORM) data.train_files=$(2) model.path=$(abspath $(3)) \
-	  trainer.default_local_dir=$(abspath $(BUILD)/checkpoints/sft_stage$(1)) hydra.run.dir=$(BUILD)/hydra/sft_stage$(1) \
+	  trainer.default_local_dir=$(abspath $(BUILD)/checkpoints/sft_$(1)) hydra.run.dir=$(BUILD)/hydra/sft_$(1) \
 	  $(SFT_ARGS)
-	cd $(BUILD)/checkpoints/sft_stage$(1) && ln -sfn global_step_$$(cat latest_checkpointed_iteration.txt)/huggingface huggingface
-	@echo "SFT stage $(1) done: $(BUILD)/checkpoints/sft_stage$(1)/huggingface"
+	cd $(BUILD)/checkpoints/sft_$(1) && ln -sfn global_step_$$(cat latest_checkpointed_iteration.txt)/huggingface huggingface
+	@echo "SFT $(1) done: $(BUILD)/checkpoints/sft_$(1)/huggingface"
 endef
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -58,7 +61,7 @@ export RAY_AUTH_MODE ?= disabled
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install install-gpu install-flash-attn lock lock-gpu test test-fast demo toy-world models clean index retriever bench-retriever bench-rollout eval \
-  sft-data synthesize sft-stage1 sft-stage2 sft-stage3 bench-sft rl-stage1 rl-stage2 rl bench-rl bench-learning \
+  sft-data synthesize sft-read sft-stage1 sft-stage2 sft-stage3 bench-sft rl-stage1 rl-stage2 rl bench-rl bench-learning \
   bench-knowledge bench-world-model bench-sft-speed
 
 help:  ## list the targets
@@ -134,14 +137,17 @@ synthesize: $(STAMP)  ## teacher trajectories: TEACHER runs the CoA loop on QUES
 	$(PY) recipes/synthesize.py teacher=$(abspath $(TEACHER)) questions=$(QUESTIONS) out_dir=$(BUILD)/sft/teacher \
 	  retriever_url=$(RETRIEVER_URL) hydra.run.dir=$(BUILD)/hydra/synthesize $(SYNTH_ARGS)
 
+sft-read: $(STAMP)  ## the read stage (optional, before SFT 1): next-token loss on CORPUS from MODEL -> $(BUILD)/checkpoints/sft_read
+	$(call sft,read,$(CORPUS),$(MODEL))
+
 sft-stage1: $(STAMP)  ## SFT 1, when to act: contrastive pairs (PAIRS) from MODEL -> $(BUILD)/checkpoints/sft_stage1
-	$(call sft,1,$(PAIRS),$(MODEL))
+	$(call sft,stage1,$(PAIRS),$(MODEL))
 
 sft-stage2: $(STAMP)  ## SFT 2, how to act: TRAJECTORIES, observations masked, from stage 1's export (SFT2_MODEL= to change)
-	$(call sft,2,$(TRAJECTORIES),$(or $(SFT2_MODEL),$(BUILD)/checkpoints/sft_stage1/huggingface))
+	$(call sft,stage2,$(TRAJECTORIES),$(or $(SFT2_MODEL),$(BUILD)/checkpoints/sft_stage1/huggingface))
 
 sft-stage3: $(STAMP)  ## SFT 3, world model: TRAJECTORIES with observations in the loss, from stage 2's export (SFT3_MODEL=)
-	$(call sft,3,$(TRAJECTORIES),$(or $(SFT3_MODEL),$(BUILD)/checkpoints/sft_stage2/huggingface))
+	$(call sft,stage3,$(TRAJECTORIES),$(or $(SFT3_MODEL),$(BUILD)/checkpoints/sft_stage2/huggingface))
 
 rl-stage1: $(STAMP)  ## GRPO with simulated observations (the policy as world model), from SFT 3's export (MODEL=)
 	$(call rl,rl_stage1,$(call user_model,$(BUILD)/checkpoints/sft_stage3/huggingface))

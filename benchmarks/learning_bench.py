@@ -2,7 +2,9 @@
 
 Stages (each resumable: a finished stage's outputs are reused on a re-run with the same ``--out``):
 1. data: toy world, SmolLM2, bm25 index, oracle trajectories and pairs (observations: the retriever's top-3).
-2. SFT-2 from the base model, a checkpoint every ``--save-every`` steps; the agent's EM on the *dev* split at each
+   With ``--read-epochs N``, the read stage (``make sft-read``: next-token loss on the corpus, N epochs) turns
+   SmolLM2 into the start of every row, baselines included: a model that knows the world, as an LLM knows Wikipedia.
+2. SFT-2 from the start model, a checkpoint every ``--save-every`` steps; the agent's EM on the *dev* split at each
    checkpoint gives the SFT curve, and the budget is chosen from it (best dev EM, fewest steps on a tie).
 3. SFT-3 (world model) from the chosen SFT-2, at its own lr (``--sft3-lr``), a checkpoint every
    ``--sft3-save-every`` steps and its budget chosen on dev the same way; optionally SFT-1 and SFT-1+2
@@ -97,6 +99,24 @@ class Bench:
             self.call("oracle", [sys.executable, "-m", "autocoa_verl.data.oracle", str(self.toy / "train.jsonl"),
                                  str(self.toy / "corpus.jsonl"), str(self.trajectories), "--pairs", str(self.pairs),
                                  "--tokenizer", str(self.base), "--index-dir", str(self.out / "bm25-index")])
+
+    def read(self, epochs: int) -> Path:
+        """The read stage (``recipes/sft.py --config-name sft_read``, as ``make sft-read``) from the base model for
+        ``epochs`` epochs over the corpus; returns its HF export (reused when it exists)."""
+        from autocoa_verl.sft.trainer import latest_hf_checkpoint
+
+        ckpt = self.out / "checkpoints" / "read"
+        if not (ckpt / "latest_checkpointed_iteration.txt").is_file():
+            a = self.args
+            device = ["+platform=sft_cpu"] if a.device == "cpu" else ["data.micro_batch_size_per_gpu=16"]
+            self.call("read", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                               str(ROOT / "recipes" / "sft.py"), "--config-name", "sft_read", *device,
+                               f"data.train_files={self.toy / 'corpus.jsonl'}", f"model.path={self.base}",
+                               f"trainer.total_epochs={epochs}",
+                               *(["trainer.total_training_steps=2"] if a.quick else []),
+                               "checkpoint.save_contents=[model,hf_model]", f"trainer.default_local_dir={ckpt}",
+                               f"hydra.run.dir={self.out / 'hydra' / 'read'}"])
+        return latest_hf_checkpoint(ckpt)
 
     def sft(self, name: str, stage: int, start: Path, steps: int, save_every: int | None = None,
             lr: float | None = None) -> Path:
@@ -243,6 +263,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sft3-save-every", type=int, default=10, help="SFT-3 checkpoint (curve point) interval")
     parser.add_argument("--sft3-lr", type=float, default=3e-5,
                         help="SFT-3 learning rate (at 1e-4 SFT-3 broke SFT-2's 2-hop plans: sft3_lr.md)")
+    parser.add_argument("--read-epochs", type=int, default=0,
+                        help="epochs of the read stage over the corpus before SFT (0: start from the base model; "
+                             "10: knowledge.md's recipe, ~75 min on 2 cores)")
     parser.add_argument("--sft1-steps", type=int, default=20)
     parser.add_argument("--sft12-steps", type=int, default=0,
                         help="SFT-2 steps after SFT-1 for the SFT-1+2 rows (0: skip them)")
@@ -278,14 +301,15 @@ def run_stages(args: argparse.Namespace) -> tuple[dict, dict[str, tuple[dict[int
     bench.data()
     with serve_bm25(bench.toy / "corpus.jsonl", bench.out / "bm25-index") as url:
         bench.url = url
-        bench.sft("SFT-2", 2, bench.base, args.sft2_steps, args.save_every)
+        start = bench.read(args.read_epochs) if args.read_epochs else bench.base
+        bench.sft("SFT-2", 2, start, args.sft2_steps, args.save_every)
         curve, budget, sft2 = bench.choose_sft_checkpoint("SFT-2", args.sft2_steps, args.save_every)
-        models = {"base": bench.base, "sft2": sft2}
+        models = {"base": start, "sft2": sft2}
         bench.sft("SFT-2+3", 3, sft2, args.sft3_steps, args.sft3_save_every, args.sft3_lr)
         curve3, budget3, models["sft2_3"] = bench.choose_sft_checkpoint("SFT-2+3", args.sft3_steps,
                                                                          args.sft3_save_every)
         if args.sft12_steps:
-            sft1 = bench.sft("SFT-1", 1, bench.base, args.sft1_steps)
+            sft1 = bench.sft("SFT-1", 1, start, args.sft1_steps)
             models["sft1_2"] = bench.sft("SFT-1+2", 2, sft1, args.sft12_steps)
             models["sft1_2_3"] = bench.sft("SFT-1+2+3", 3, models["sft1_2"], args.sft3_steps, lr=args.sft3_lr)
         rl_runs: dict[str, dict] = {}
@@ -304,7 +328,10 @@ def run_stages(args: argparse.Namespace) -> tuple[dict, dict[str, tuple[dict[int
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.read_epochs < 0:
+        parser.error(f"--read-epochs must be >= 0, got {args.read_epochs}")
     if args.quick:
         args.sft2_steps, args.save_every, args.sft3_steps, args.sft3_save_every, args.sft1_steps = 2, 1, 1, 1, 1
         args.dev_questions, args.test_questions, args.curriculum_questions = 8, 8, 8
@@ -317,7 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out).resolve()
 
     rows = [report_row(m, test[m]) for m in BASELINES]
-    rows += [report_row(NAMES[key], test[f"agent ({key})"], rl_runs.get(NAMES[key], {}).get("real_calls"))
+    # with the read stage, the "base" row (and the baselines) are the model that has read the corpus
+    names = {**NAMES, "base": "read corpus (agent)"} if args.read_epochs else NAMES
+    rows += [report_row(names[key], test[f"agent ({key})"], rl_runs.get(NAMES[key], {}).get("real_calls"))
              for key in models]
     em = {r["name"]: r["em"] for r in rows}
     timings = json.loads((out / "timings.json").read_text())

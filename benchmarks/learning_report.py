@@ -47,6 +47,8 @@ def markdown(report: dict) -> str:
              f"{report['sft3_budget']} steps. RL: {a['rl_steps']} GRPO steps of {a['rl_questions']} "
              f"questions x {a['rl_n']} samples, lr {a['rl_lr']}, temperature {a['rl_temperature']}, on "
              f"{report['rl_questions_kept']} curriculum questions.", "",
+             *([f"Start of every row, baselines included: the base model after the read stage ({a['read_epochs']} "
+                "epochs of next-token loss on the corpus).", ""] if a.get("read_epochs") else []),
              "| model / method | EM | F1 | EM 0-hop | 1-hop | 2-hop | 3-hop | when-to-act | searches / q "
              "| real calls in RL |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -12,6 +12,7 @@ COMPOSITIONS = [
     ("sft_stage1", [], {"sft_stage1.yaml", "sft_base.yaml"}),
     ("sft_stage2", ["+platform=sft_cpu"], {"sft_stage2.yaml", "platform/sft_cpu.yaml"}),
     ("sft_stage3", ["+platform=sft_sdpa"], {"sft_stage3.yaml", "platform/sft_sdpa.yaml"}),
+    ("sft_read", ["+platform=sft_cpu"], {"sft_read.yaml"}),
     ("rl_stage1", [], {"rl_stage1.yaml", "rl_base.yaml", "reward/coa.yaml"}),
     ("rl_stage2", ["+platform=rl_cpu"], {"rl_stage2.yaml", "platform/rl_cpu.yaml"}),
     ("rl_mixed", ["+platform=rl_sdpa"], {"rl_mixed.yaml", "platform/rl_sdpa.yaml"}),
@@ -77,6 +78,17 @@ def test_sft_stages_differ_only_where_the_method_says():
     assert (stage1.data.custom_cls.name, stage2.data.custom_cls.name) == ("PairSFTDataset", "TrajectorySFTDataset")
     assert (stage2.data.observation_loss, stage3.data.observation_loss) == (False, True)
     assert stage2.data.custom_cls.path == "pkg://autocoa_verl.sft.dataset"
+
+
+def test_the_read_stage_is_the_measured_reading_recipe():
+    read = compose("sft_read", ["+platform=sft_cpu"])
+    assert (read.autocoa.loss, read.data.custom_cls.name) == ("nll", "CorpusSFTDataset")
+    # benchmarks/results/knowledge.md: 16 passages a step, constant lr 5e-4, no weight decay, 10 epochs
+    assert (read.data.train_batch_size, read.trainer.total_epochs) == (16, 10)
+    assert (read.optim.lr, read.optim.weight_decay, read.optim.lr_warmup_steps) == (5e-4, 0.0, 0)
+    assert read.optim.lr_scheduler_type == "constant" and read.trainer.experiment_name == "sft_read"
+    # its passages are short and alike: on CPU the whole batch is one forward (the other stages: one item)
+    assert read.data.micro_batch_size_per_gpu == 16 and "hf_model" in read.checkpoint.save_contents
 
 
 def test_rl_base_uses_grpo_and_our_reward():

@@ -69,6 +69,30 @@ def test_an_sft_stage_is_chosen_on_dev_and_sft3_trains_at_its_own_lr(tmp_path, m
     assert "trainer.save_freq=10" in commands[1]
 
 
+def test_the_read_stage_runs_once_on_the_corpus_and_returns_its_export(tmp_path, monkeypatch):
+    bench = Bench(_parser().parse_args(["--out", str(tmp_path), "--toy", str(tmp_path / "toy"), "--read-epochs", "3"]))
+    commands, ckpt = [], tmp_path / "checkpoints" / "read"
+
+    def call(name, cmd):  # what verl's trainer leaves: the marker and the last step's HF export
+        commands.append((name, cmd))
+        (ckpt / "global_step_81" / "huggingface").mkdir(parents=True)
+        (ckpt / "global_step_81" / "huggingface" / "config.json").write_text("{}")
+        (ckpt / "latest_checkpointed_iteration.txt").write_text("81")
+
+    monkeypatch.setattr(bench, "call", call)
+    assert bench.read(3) == ckpt / "global_step_81" / "huggingface"
+    (name, cmd), = commands
+    assert name == "read" and cmd[cmd.index("--config-name") + 1] == "sft_read"
+    assert f"data.train_files={tmp_path / 'toy' / 'corpus.jsonl'}" in cmd and "trainer.total_epochs=3" in cmd
+    assert bench.read(3) == ckpt / "global_step_81" / "huggingface" and len(commands) == 1  # done: reused
+
+
+def test_bad_read_epochs_are_refused():
+    out = subprocess.run([sys.executable, "benchmarks/learning_bench.py", "--read-epochs", "-1"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "--read-epochs must be >= 0, got -1" in out.stderr
+
+
 def test_reward_windows_average_the_first_and_last_steps():
     assert reward_windows([0.0, 1.0]) == (0.5, 0.5)
     assert reward_windows([0.0] * 5 + [1.0] * 5) == (0.0, 1.0)
@@ -104,6 +128,9 @@ def test_report_carries_every_key_and_checks_the_targets():
     assert "lr 0.0001 (SFT-3: 3e-05); budgets chosen on the dev split (100 questions): SFT-2 30 steps, SFT-3 20" in md
     assert "SFT-3 curve (dev EM by steps): 10: 0.500, 20: 0.600" in md
     assert "| RL all-real | 0.700 |" in md and "zero-variance group share per step 0.50, —" in md
+    assert "read stage" not in md
+    report["settings"]["read_epochs"] = 10
+    assert "baselines included: the base model after the read stage (10 epochs" in markdown(report)
     json.dumps(report)  # the report is plain JSON
 
 

@@ -9,6 +9,11 @@ observation blocks encoded separately), so the SFT model sees the token boundari
 - :class:`PairSFTDataset` (stage 1): one item per contrastive pair, ``{"chosen": ..., "rejected": ...}``, each
   ``prompt + prefix + continuation`` with loss mask 1 on the continuation's model tokens only; the stage-1 trainer
   (:mod:`autocoa_verl.sft.trainer`) lays each pair out as two adjacent rows.
+- :class:`CorpusSFTDataset` (the read stage, before stage 1): one item per passage of a FlashRAG corpus JSONL, its
+  ``contents`` and the end-of-text token, every token in the loss: the model reads the world it will search.
+
+A loss mask marks the tokens to predict: verl shifts it onto the log-probs, so a row's first token is never a
+target (nothing precedes it in the row).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from autocoa_verl.data.sft_files import read_sft_parquet
+from retriever_server.corpus import load_corpus
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
@@ -66,12 +72,15 @@ class _SegmentDataset(Dataset):
                              f"got {self.truncation!r}")
         self.observation_loss = bool(config.get("observation_loss", False))
         files = [parquet_files] if isinstance(parquet_files, str) else list(parquet_files)
-        self.rows = [dict(row, _file=str(path)) for path in files for row in read_sft_parquet(path, self.fmt)]
+        self.rows = [dict(row, _file=str(path)) for path in files for row in self.read(path)]
         if max_samples and max_samples > 0:
             self.rows = self.rows[:max_samples]
         self.eos_id = tokenizer.eos_token_id
         if self.eos_id is None:
             raise ValueError("the tokenizer has no eos_token: the model could never learn to end its turn")
+
+    def read(self, path: str) -> list[dict]:
+        return read_sft_parquet(path, self.fmt)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -126,3 +135,17 @@ class PairSFTDataset(_SegmentDataset):
     def __getitem__(self, index: int) -> dict[str, dict[str, torch.Tensor]]:
         row = self.rows[index]
         return {branch: self._tensors(*self.encode_branch(row, branch), row) for branch in ("chosen", "rejected")}
+
+
+class CorpusSFTDataset(_SegmentDataset):
+    """FlashRAG corpus JSONL files (``{"id", "contents"}`` rows, validated by ``retriever_server.corpus``) ->
+    one item per passage: ``contents`` + end-of-text, every token but the first a target (continued pretraining on
+    the corpus, as ``benchmarks/knowledge_bench.py`` measures it)."""
+
+    def read(self, path: str) -> list[dict]:
+        return load_corpus(path)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.rows[index]
+        ids = encode(self.tokenizer, row["contents"]) + [self.eos_id]
+        return self._tensors(ids, [0] + [1] * (len(ids) - 1), row)

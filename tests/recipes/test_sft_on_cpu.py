@@ -1,5 +1,5 @@
-"""The three SFT stages run real verl steps on the CPU platform through recipes/sft.py, each starting from the
-previous stage's exported HF checkpoint (1 -> 2 -> 3)."""
+"""The read stage and the three SFT stages run real verl steps on the CPU platform through recipes/sft.py, each
+starting from the previous stage's exported HF checkpoint (read -> 1 -> 2 -> 3)."""
 
 import os
 import re
@@ -19,11 +19,11 @@ pytestmark = pytest.mark.e2e  # real SFT runs under torchrun
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run_stage(stage: int, data: Path, model: Path, out: Path, tmp_path: Path) -> str:
+def _run_stage(stage: str, data: Path, model: Path, out: Path, tmp_path: Path) -> str:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
     env.pop("VERL_PLATFORM", None)  # the recipe must select the platform from +platform=sft_cpu alone
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-           str(ROOT / "recipes" / "sft.py"), "--config-name", f"sft_stage{stage}", "+platform=sft_cpu",
+           str(ROOT / "recipes" / "sft.py"), "--config-name", f"sft_{stage}", "+platform=sft_cpu",
            f"data.train_files={data}", "data.train_batch_size=4", "data.micro_batch_size_per_gpu=4",
            "data.max_length=1024", f"model.path={model}", "trainer.total_training_steps=2",
            f"trainer.default_local_dir={out}", "optim.lr=1e-3", f"hydra.run.dir={tmp_path / f'hydra{stage}'}"]
@@ -48,12 +48,14 @@ def test_stages_chain_on_cpu(tmp_path, tiny_model_dir, tiny_tokenizer, toy_world
     write_oracle_parquet(toy_world_dir / "train.jsonl", trajectories, Observations(bm25, tiny_tokenizer),
                          pairs_path=pairs)
     model = tiny_model_dir
-    for stage, data in ((1, pairs), (2, trajectories), (3, trajectories)):
-        out = tmp_path / f"stage{stage}"
+    stages = (("read", toy_world_dir / "corpus.jsonl"), ("stage1", pairs), ("stage2", trajectories),
+              ("stage3", trajectories))
+    for stage, data in stages:
+        out = tmp_path / stage
         log = _run_stage(stage, data, model, out, tmp_path)
         losses = _metric(log, "loss")
         assert len(losses) == 2 and all(loss > 0 for loss in losses), (stage, losses)
-        if stage == 1:  # the contrastive loss's own metrics reach verl's logger
+        if stage == "stage1":  # the contrastive loss's own metrics reach verl's logger
             assert len(_metric(log, "pair_accuracy")) == 2 and len(_metric(log, "margin")) == 2
         exported = latest_hf_checkpoint(out)
         assert exported == out / "global_step_2" / "huggingface"

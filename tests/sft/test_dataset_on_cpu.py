@@ -1,4 +1,7 @@
-"""SFT datasets: masks from segments on real tokenisation, for both tag presets and all three stages."""
+"""SFT datasets: masks from segments on real tokenisation, for both tag presets, all three stages and the read
+stage."""
+
+import json
 
 import pytest
 import torch
@@ -6,7 +9,8 @@ import torch
 from autocoa_verl.data.oracle import Observations, write_oracle_parquet
 from autocoa_verl.data.sft_files import SFTFileError, write_sft_parquet
 from autocoa_verl.protocol import build_prompt, get_preset
-from autocoa_verl.sft.dataset import PairSFTDataset, TrajectorySFTDataset, encode, prompt_ids
+from autocoa_verl.sft.dataset import CorpusSFTDataset, PairSFTDataset, TrajectorySFTDataset, encode, prompt_ids
+from retriever_server.corpus import CorpusError
 
 
 @pytest.fixture(scope="module", params=["search_r1", "autocoa"])
@@ -111,3 +115,26 @@ def test_a_bad_file_is_refused_when_training_reads_it(tmp_path, tiny_tokenizer):
         PairSFTDataset(str(path), tiny_tokenizer, {})
     with pytest.raises(FileNotFoundError, match="no such SFT data file"):
         TrajectorySFTDataset(str(tmp_path / "missing.parquet"), tiny_tokenizer, {})
+
+
+def test_the_read_stage_trains_every_passage_token(toy_world_dir, tiny_tokenizer):
+    corpus = toy_world_dir / "corpus.jsonl"
+    docs = [json.loads(line) for line in corpus.read_text().splitlines()]
+    data = CorpusSFTDataset(str(corpus), tiny_tokenizer, {"max_length": 512})
+    assert len(data) == len(docs)
+    for index in (0, len(docs) - 1):
+        item = data[index]
+        ids, mask = item["input_ids"].tolist(), item["loss_mask"].tolist()
+        assert ids == encode(tiny_tokenizer, docs[index]["contents"]) + [tiny_tokenizer.eos_token_id]
+        # verl shifts the mask onto the log-probs: every token is a target but the first, which nothing precedes
+        assert mask == [0] + [1] * (len(ids) - 1)
+    with pytest.raises(ValueError, match=rf"{corpus}: row id '{docs[0]['id']}' has \d+ tokens, more than "
+                                         r"data.max_length=8"):
+        CorpusSFTDataset(str(corpus), tiny_tokenizer, {"max_length": 8})[0]
+
+
+def test_a_bad_corpus_row_is_named_by_file_and_line(tmp_path, tiny_tokenizer):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "a", "contents": "\\"A\\"\\nA is a city."}\n{"id": "b"}\n')
+    with pytest.raises(CorpusError, match=rf"{corpus}:2: a row needs fields 'id' and 'contents'"):
+        CorpusSFTDataset(str(corpus), tiny_tokenizer, {})
