@@ -1,5 +1,7 @@
-"""SFT speed on CPU: verl's SFT trainer (``recipes/sft.py``, as ``make sft-stage2`` runs it) against a plain-PyTorch
-floor (the same model, dtype, attention and micro-batches: forward, loss, backward, AdamW step), measured in one run.
+"""SFT speed on CPU: verl's SFT trainer (``recipes/sft.py``, as ``make sft-stage2`` or ``make sft-read`` runs it)
+against a plain-PyTorch floor (the same model, dtype, attention, rows and micro-batches: forward, loss, backward, AdamW
+step), measured in one run. ``--stage stage2`` (default) trains on oracle trajectories, ``--stage read`` on the toy
+corpus's passages.
 
 Run: ``make bench-sft-speed`` or ``python benchmarks/sft_speed_bench.py --out build/bench/sft_speed [--help]``.
 Writes ``report.json`` and ``report.md`` into ``--out``. Both sides are timed in steady state: verl's per-step time is
@@ -39,12 +41,18 @@ def step_times(lines: list[tuple[float, str]]) -> tuple[list[float], list[int]]:
     return [b[0] - a[0] for a, b in zip(steps, steps[1:])], [tokens for _, tokens in steps[1:]]
 
 
-def verl_run(args, trajectories: Path) -> dict:
-    """``recipes/sft.py`` (stage 2, CPU platform) for ``--steps`` steps; its step lines timestamped as they arrive."""
+# per stage: its config, its dataset class, what its rows are, its CPU batch and micro-batch (the configs' own)
+STAGES = {"stage2": ("sft_stage2", "TrajectorySFTDataset", "stage 2 trajectories", 8, 1),
+          "read": ("sft_read", "CorpusSFTDataset", "the read stage's corpus passages", 16, 16)}
+
+
+def verl_run(args, data: Path) -> dict:
+    """``recipes/sft.py`` (the stage's config, CPU platform) for ``--steps`` steps; its step lines timestamped as they
+    arrive."""
     out = args.out / "verl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-           str(ROOT / "recipes" / "sft.py"), "--config-name", "sft_stage2", "+platform=sft_cpu",
-           f"data.train_files={trajectories}", f"data.train_batch_size={args.batch}",
+           str(ROOT / "recipes" / "sft.py"), "--config-name", STAGES[args.stage][0], "+platform=sft_cpu",
+           f"data.train_files={data}", f"data.train_batch_size={args.batch}",
            f"data.micro_batch_size_per_gpu={args.micro_batch}", f"data.max_length={args.max_length}",
            f"model.path={args.model.resolve()}", f"trainer.total_training_steps={args.steps}",
            f"trainer.save_freq={args.steps + 1}", f"trainer.default_local_dir={out / 'checkpoints'}",
@@ -72,16 +80,16 @@ def summary(times: list[float], tokens: list[int]) -> dict:
             "tokens_per_s": round(sum(tokens) / sum(times), 1)}
 
 
-def floor_run(args, trajectories: Path) -> dict:
+def floor_run(args, data: Path) -> dict:
     """Plain PyTorch on the same rows: random batches of ``--batch`` rows, micro-batches of ``--micro-batch`` padded
     to their longest row (as verl pads without remove-padding), mean token NLL over the loss mask, AdamW."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from autocoa_verl.sft.dataset import TrajectorySFTDataset
+    from autocoa_verl.sft import dataset
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    rows = TrajectorySFTDataset(str(trajectories), tokenizer, {"max_length": args.max_length})
+    rows = getattr(dataset, STAGES[args.stage][1])(str(data), tokenizer, {"max_length": args.max_length})
     model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32, attn_implementation="sdpa")
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -114,7 +122,8 @@ def markdown(report: dict) -> str:
     v, f = report["verl"], report["floor"]
     lines = [f"# SFT speed on CPU ({report['model']})", "",
              f"Commit `{report['commit']}`; command: `{report['command']}`.", "",
-             f"Batch {report['batch']} rows, micro-batch {report['micro_batch']}, stage 2 trajectories, fp32, sdpa; "
+             f"Batch {report['batch']} rows, micro-batch {report['micro_batch']}, "
+             f"{STAGES[report.get('stage', 'stage2')][2]}, fp32, sdpa; "
              f"{os.cpu_count()} CPUs.", "",
              "| run | steps timed | median step s | tokens / step | tokens / s |", "|---|---|---|---|---|",
              f"| verl SFT trainer | {v['steps_timed']} | {v['median_step_s']} | {v['tokens_per_step']} | "
@@ -132,15 +141,20 @@ def trajectories_for(args) -> Path:
         return args.trajectories
     path = args.out / "trajectories.parquet"
     if not path.is_file():
-        toy = args.toy
-        if not (toy / "manifest.json").is_file():
-            from autocoa_verl.data.toy_world import ToyWorldConfig, build_toy_world
-
-            build_toy_world(ToyWorldConfig(), toy, progress=False)
-        subprocess.run([sys.executable, "-m", "autocoa_verl.data.oracle", str(toy / "train.jsonl"),
-                        str(toy / "corpus.jsonl"), str(path), "--tokenizer", str(args.model),
+        corpus = corpus_for(args)
+        subprocess.run([sys.executable, "-m", "autocoa_verl.data.oracle", str(args.toy / "train.jsonl"),
+                        str(corpus), str(path), "--tokenizer", str(args.model),
                         "--index-dir", str(args.out / "bm25-index")], check=True, cwd=ROOT)
     return path
+
+
+def corpus_for(args) -> Path:
+    """The toy world's corpus (the toy world built in ``--toy`` if missing)."""
+    if not (args.toy / "manifest.json").is_file():
+        from autocoa_verl.data.toy_world import ToyWorldConfig, build_toy_world
+
+        build_toy_world(ToyWorldConfig(), args.toy, progress=False)
+    return args.toy / "corpus.jsonl"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,15 +163,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=Path("build/models/smollm2-135m"),
                         help="the model to train (materialised if missing)")
     parser.add_argument("--toy", type=Path, default=Path("build/toy"), help="toy world directory (built if missing)")
+    parser.add_argument("--stage", choices=sorted(STAGES), default="stage2",
+                        help="stage2: oracle trajectories (sft_stage2.yaml); read: the toy corpus (sft_read.yaml)")
     parser.add_argument("--trajectories", type=Path, help="SFT-2 trajectories parquet (default: the oracle's)")
-    parser.add_argument("--batch", type=int, default=8, help="rows per step (the learning benchmark's)")
-    parser.add_argument("--micro-batch", type=int, default=1,
-                        help="rows per forward/backward (the CPU platform's: 1)")
+    parser.add_argument("--batch", type=int, help="rows per step (default: the stage's, 8 for stage2 as the learning "
+                                                   "benchmark runs it, 16 for read)")
+    parser.add_argument("--micro-batch", type=int,
+                        help="rows per forward/backward (default: the stage's on the CPU platform, 1 for stage2, 16 "
+                             "for read)")
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=7, help="verl steps (the first is not timed)")
     parser.add_argument("--floor-steps", type=int, default=6, help="timed floor steps (after one warm-up)")
     parser.add_argument("--sft-arg", action="append", default=[], help="extra Hydra override for verl's run")
     args = parser.parse_args(argv)
+    args.batch = args.batch or STAGES[args.stage][3]
+    args.micro_batch = args.micro_batch or STAGES[args.stage][4]
     if args.steps < 2 or args.floor_steps < 1 or args.batch % args.micro_batch:
         parser.error("need --steps >= 2, --floor-steps >= 1 and --batch a multiple of --micro-batch")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -165,9 +185,9 @@ def main(argv: list[str] | None = None) -> None:
         from autocoa_verl.models.smollm2 import materialize_smollm2
 
         materialize_smollm2(args.model)
-    trajectories = trajectories_for(args)
-    report = {"model": str(args.model), "batch": args.batch, "micro_batch": args.micro_batch,
-              "verl": verl_run(args, trajectories), "floor": floor_run(args, trajectories)}
+    data = trajectories_for(args) if args.stage == "stage2" else corpus_for(args)
+    report = {"model": str(args.model), "stage": args.stage, "batch": args.batch, "micro_batch": args.micro_batch,
+              "verl": verl_run(args, data), "floor": floor_run(args, data)}
     report["sft_floor_ratio"] = round(report["verl"]["tokens_per_s"] / report["floor"]["tokens_per_s"], 3)
     report |= provenance("sft_speed_bench.py", argv)
     write_report(args.out, "report", report, markdown(report))

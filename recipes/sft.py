@@ -1,8 +1,8 @@
-"""SFT with verl's SFTTrainer on our configs: the three AutoCoA stages.
+"""SFT with verl's SFTTrainer on our configs: the three AutoCoA stages, and the optional read stage before them.
 
-Run: torchrun --standalone --nproc_per_node=N recipes/sft.py --config-name sft_stage{1,2,3} [+platform=sft_cpu] \
-       data.train_files=... model.path=...
-(``make sft-stage1`` / ``sft-stage2`` / ``sft-stage3`` fill these in and chain the stages.)
+Run: torchrun --standalone --nproc_per_node=N recipes/sft.py --config-name sft_{read,stage1,stage2,stage3} \
+       [+platform=sft_cpu] data.train_files=... model.path=...
+(``make sft-read`` / ``sft-stage1`` / ``sft-stage2`` / ``sft-stage3`` fill these in and chain the stages.)
 """
 
 import os
