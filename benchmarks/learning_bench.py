@@ -10,8 +10,9 @@ Stages (each resumable: a finished stage's outputs are reused on a re-run with t
    ``--sft3-save-every`` steps and its budget chosen on dev the same way; optionally SFT-1 and SFT-1+2
    (``--sft12-steps``).
 4. RL curriculum: the SFT-3 model's pass rate on training questions; keep 0 < pass < 1.
-5. GRPO from SFT-3 twice, same questions and settings: all-real observations, and 5:1 simulated:real; a checkpoint
-   every ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
+5. GRPO from SFT-3 with all-real observations, then once per schedule of ``--rl-schedules`` with the same questions
+   and settings: 5:1 simulated:real (``mixed``) and the fidelity-gated schedule (``fidelity``); a checkpoint every
+   ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
 6. Test split (all questions, greedy): the base model with direct / CoT / RAG / ReAct zero- and few-shot, and the
    agent on every model.
 
@@ -39,7 +40,10 @@ from benchmarks.provenance import provenance, write_report  # noqa: E402
 BASELINES = ["direct", "cot", "rag", "react", "react_fewshot"]
 # model key (a Hydra-safe name for evaluation) -> the report's row name
 NAMES = {"base": "base (agent)", "sft2": "SFT-2", "sft1_2": "SFT-1+2", "sft2_3": "SFT-2+3", "sft1_2_3": "SFT-1+2+3",
-         "rl_real": "RL all-real", "rl_mixed": "RL 5:1"}
+         "rl_real": "RL all-real", "rl_mixed": "RL 5:1", "rl_fidelity": "RL fidelity-gated"}
+# RL run key -> its config and overrides; the runs differ only in where observations come from
+RL_RUNS = {"rl_real": ("rl_stage2", ()), "rl_mixed": ("rl_mixed", ()),
+           "rl_fidelity": ("rl_mixed", ("coa.schedule.kind=fidelity",))}
 RL_START = "sft2_3"  # both RL runs start from SFT-2+3, the method's last SFT stage
 
 
@@ -168,7 +172,7 @@ class Bench:
                                      "--response-length", str(a.response_length), "--min-rows", str(a.rl_questions)])
         return path
 
-    def rl(self, name: str, config: str, model: Path, data: Path) -> dict[int, dict[str, float]]:
+    def rl(self, name: str, model: Path, data: Path) -> dict[int, dict[str, float]]:
         """GRPO (``recipes/rl.py``, as ``make rl``); returns the step metrics (``choose_rl_checkpoint`` picks the
         export)."""
         from autocoa_verl.rl_logs import parse_step_metrics
@@ -180,10 +184,12 @@ class Bench:
         if (final / "config.json").is_file():
             return parse_step_metrics(log_path.read_text())
         device = ["+platform=rl_cpu"] if a.device == "cpu" else ["trainer.n_gpus_per_node=1"]
+        config, overrides = RL_RUNS[name]
         self.call(name, [
             sys.executable, str(ROOT / "recipes" / "rl.py"), "--config-name", config, *device,
             f"actor_rollout_ref.model.path={model}", f"data.train_files={data}",
             f"data.val_files={self.toy / 'dev.parquet'}", f"coa.retriever.url={self.url}",
+            f"coa.world_model.fidelity_corpus={self.toy / 'corpus.jsonl'}", *overrides,
             f"data.train_batch_size={a.rl_questions}", f"actor_rollout_ref.rollout.n={a.rl_n}",
             f"actor_rollout_ref.rollout.temperature={a.rl_temperature}",
             f"actor_rollout_ref.actor.ppo_mini_batch_size={a.rl_questions}",
@@ -242,6 +248,9 @@ def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, 
     return {"steps": ordered, "reward": reward, "reward_first5": first5, "reward_last5": last5,
             "real_calls": int(sum(calls)),
             "fidelity_answer_bearing": [steps[s].get("timing_s/coa/fidelity/answer_bearing") for s in ordered],
+            "fidelity_checked": [int(steps[s].get("timing_s/coa/fidelity/checked", 0)) for s in ordered],
+            "source": ["simulated" if steps[s].get("timing_s/coa/obs_simulated/total", 0) else "real"
+                       for s in ordered],
             "simulated_observations": int(sum(steps[s].get("timing_s/coa/obs_simulated/total", 0) for s in ordered)),
             "zero_variance_share": [zero_variance_share(groups[s]) if s in groups else None for s in ordered],
             "step_s": [steps[s].get("timing_s/step") for s in ordered]}
@@ -287,9 +296,25 @@ def _parser() -> argparse.ArgumentParser:
                              "chooses each run's model")
     parser.add_argument("--rl-temperature", type=float, default=1.0)
     parser.add_argument("--rl-arg", action="append", default=[], help="extra Hydra override for both RL runs")
+    parser.add_argument("--rl-schedules", type=_schedules, default=["mixed"],
+                        help="comma-separated RL runs after all-real, from the same start: mixed (5:1 "
+                             "simulated:real), fidelity (the fidelity-gated schedule); empty: all-real only")
     parser.add_argument("--stop-after", choices=["sft", "rl-real"],
                         help="skip the stages after this one (the test evaluation still runs; re-run to resume)")
     return parser
+
+
+def _schedules(text: str) -> list[str]:
+    """``--rl-schedules``: a comma-separated list of known schedules, in order, without repeats.
+
+    >>> _schedules("fidelity,mixed"), _schedules("")
+    (['fidelity', 'mixed'], [])
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if f"rl_{name}" not in RL_RUNS or name == "real"]
+    if unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated subset of mixed,fidelity")
+    return names
 
 
 def run_stages(args: argparse.Namespace) -> tuple[dict, dict[str, tuple[dict[int, float], int]], dict, dict]:
@@ -315,8 +340,8 @@ def run_stages(args: argparse.Namespace) -> tuple[dict, dict[str, tuple[dict[int
         rl_runs: dict[str, dict] = {}
         if args.stop_after != "sft":
             data = bench.curriculum(models[RL_START])
-            for key, config in (("rl_real", "rl_stage2"), ("rl_mixed", "rl_mixed")):
-                steps = bench.rl(key, config, models[RL_START], data)
+            for key in ["rl_real"] + [f"rl_{name}" for name in args.rl_schedules]:
+                steps = bench.rl(key, models[RL_START], data)
                 dev_curve, chosen, models[key] = bench.choose_rl_checkpoint(key)
                 rl_runs[NAMES[key]] = {**rl_summary(steps, bench.out / "rl" / key / "rollouts"),
                                        "dev_curve": {str(k): v for k, v in sorted(dev_curve.items())},
@@ -358,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
         "rl_reward_last5": rl_runs.get("RL all-real", {}).get("reward_last5"),
         "all_real_calls": rl_runs.get("RL all-real", {}).get("real_calls"),
         "mixed_real_calls": rl_runs.get("RL 5:1", {}).get("real_calls"),
+        "rl_fidelity_em": em.get("RL fidelity-gated"),
+        "fidelity_real_calls": rl_runs.get("RL fidelity-gated", {}).get("real_calls"),
         "react_fewshot_em": em["react_fewshot"], "sft_curve": {str(k): v for k, v in curve.items()},
         "sft2_budget": budget, "sft3_curve": {str(k): v for k, v in curve3.items()}, "sft3_budget": budget3,
         "rl": rl_runs, "test_questions": test["direct"]["questions"],

@@ -68,6 +68,11 @@ def markdown(report: dict) -> str:
                   "group share per step " + ", ".join("—" if z is None else f"{z:.2f}"
                                                       for z in rl["zero_variance_share"]) +
                   f"; real retriever calls {rl['real_calls']}, simulated observations {rl['simulated_observations']}"]
+        if any(f is not None for f in rl.get("fidelity_answer_bearing", [])):
+            lines[-1] += ("; per step source (s: simulated, R: real) " + "".join(
+                "s" if src == "simulated" else "R" for src in rl["source"]) + ", world-model answer-bearing "
+                + ", ".join("—" if f is None else f"{f:.2f} of {n}"
+                            for f, n in zip(rl["fidelity_answer_bearing"], rl["fidelity_checked"])))
         if rl.get("dev_curve"):
             lines[-1] += ("; dev EM by checkpoint " + ", ".join(f"{k}: {v:.3f}" for k, v in rl["dev_curve"].items())
                           + f"; the test row is step {rl['chosen_step']}")
@@ -96,6 +101,12 @@ def targets(report: dict) -> list[str]:
         saved = 1 - report["mixed_real_calls"] / max(1, report["all_real_calls"])
         out.append(f"5:1 within 0.03 EM of all-real: gap {gap:+.3f}; >= 80% fewer real calls: {saved:.1%} "
                    f"({check(gap <= 0.03 and saved >= 0.8)})")
+    if report.get("rl_fidelity_em") is not None and report.get("rl_all_real_em") is not None:
+        gap = report["rl_all_real_em"] - report["rl_fidelity_em"]
+        calls, mixed = report["fidelity_real_calls"], report.get("mixed_real_calls")
+        fewer = "5:1 not run, not measured" if mixed is None else f"{calls} vs {mixed}"
+        out.append(f"fidelity-gated within 0.02 EM of all-real: gap {gap:+.3f}; fewer real calls than 5:1: {fewer} "
+                   f"({check(gap <= 0.02 and mixed is not None and calls < mixed)})")
     agent = max(r["em"] for r in report["rows"] if r["name"].startswith(("SFT", "RL")))
     margin = agent - report["react_fewshot_em"]
     out.append(f"agent beats few-shot ReAct by >= 0.20 EM: {margin:+.3f} ({check(margin >= 0.20)})")

@@ -93,6 +93,33 @@ def test_bad_read_epochs_are_refused():
     assert out.returncode == 2 and "--read-epochs must be >= 0, got -1" in out.stderr
 
 
+def test_each_rl_schedule_runs_from_the_same_start_with_its_own_overrides(tmp_path, monkeypatch):
+    bench = Bench(_parser().parse_args(["--out", str(tmp_path), "--rl-schedules", "fidelity,mixed"]))
+    assert bench.args.rl_schedules == ["fidelity", "mixed"]
+    commands = {}
+
+    def call(name, cmd):
+        commands[name] = cmd
+        (tmp_path / "logs" / f"{name}.log").write_text("")
+
+    monkeypatch.setattr(bench, "call", call)
+    for key in ("rl_real", "rl_fidelity", "rl_mixed"):
+        assert bench.rl(key, tmp_path / "sft3", tmp_path / "data.parquet") == {}
+    config = {name: cmd[cmd.index("--config-name") + 1] for name, cmd in commands.items()}
+    assert config == {"rl_real": "rl_stage2", "rl_fidelity": "rl_mixed", "rl_mixed": "rl_mixed"}
+    assert "coa.schedule.kind=fidelity" in commands["rl_fidelity"]
+    assert not any(arg.startswith("coa.schedule") for key in ("rl_real", "rl_mixed") for arg in commands[key])
+    assert all(f"actor_rollout_ref.model.path={tmp_path / 'sft3'}" in cmd for cmd in commands.values())
+    assert all(f"coa.world_model.fidelity_corpus={bench.toy / 'corpus.jsonl'}" in cmd for cmd in commands.values())
+
+
+@pytest.mark.parametrize("schedules", ["fidelity,fidelity", "real", "ratio"])
+def test_unknown_or_repeated_rl_schedules_are_refused(schedules, capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--rl-schedules", schedules])
+    assert "expected a comma-separated subset of mixed,fidelity" in capsys.readouterr().err
+
+
 def test_reward_windows_average_the_first_and_last_steps():
     assert reward_windows([0.0, 1.0]) == (0.5, 0.5)
     assert reward_windows([0.0] * 5 + [1.0] * 5) == (0.0, 1.0)
@@ -101,13 +128,15 @@ def test_reward_windows_average_the_first_and_last_steps():
 def test_report_carries_every_key_and_checks_the_targets():
     rows = [report_row("react_fewshot", _summary(0.1)), report_row("SFT-2", _summary(0.62, {1: 0.95, 2: 0.6, 3: 0.3})),
             report_row("SFT-2+3", _summary(0.6)), report_row("RL all-real", _summary(0.7), 400),
-            report_row("RL 5:1", _summary(0.68), 60)]
+            report_row("RL 5:1", _summary(0.68), 60), report_row("RL fidelity-gated", _summary(0.69), 90)]
     rl = {"steps": [1, 2], "reward": [0.2, 0.4], "reward_first5": 0.2, "reward_last5": 0.4, "real_calls": 400,
           "simulated_observations": 0, "zero_variance_share": [0.5, None], "step_s": [1.0, 1.0]}
+    gated = {**rl, "fidelity_answer_bearing": [None, 0.625], "fidelity_checked": [0, 8], "source": ["real", "simulated"]}
     report = {"rows": rows, "best_sft_name": "SFT-2", "best_sft_em": 0.62, "rl_start": "SFT-2+3", "rl_start_em": 0.6,
               "rl_all_real_em": 0.7, "rl_mixed_em": 0.68, "rl_reward_first5": 0.2, "rl_reward_last5": 0.4,
               "all_real_calls": 400, "mixed_real_calls": 60, "react_fewshot_em": 0.1, "sft_curve": {"30": 0.62},
-              "sft2_budget": 30, "sft3_curve": {"10": 0.5, "20": 0.6}, "sft3_budget": 20, "rl": {"RL all-real": rl, "RL 5:1": rl}, "test_questions": 200,
+              "sft2_budget": 30, "sft3_curve": {"10": 0.5, "20": 0.6}, "sft3_budget": 20, "rl": {"RL all-real": rl, "RL 5:1": rl, "RL fidelity-gated": gated},
+              "rl_fidelity_em": 0.69, "fidelity_real_calls": 90, "test_questions": 200,
               "rl_questions_kept": 40, "settings": {"batch": 8, "lr": 1e-4, "sft3_lr": 3e-5, "dev_questions": 100, "rl_steps": 2,
                                                     "rl_questions": 4, "rl_n": 8, "rl_lr": 1e-5,
                                                     "rl_temperature": 1.0},
@@ -122,12 +151,17 @@ def test_report_carries_every_key_and_checks_the_targets():
     assert "RL all-real >= +0.05 EM over its start: +0.100 (met)" in text
     assert "RL reward last-5 >= first-5 + 0.10: 0.400 vs 0.200 (met)" in text
     assert "gap +0.020; >= 80% fewer real calls: 85.0% (met)" in text
+    assert "fidelity-gated within 0.02 EM of all-real: gap +0.010; fewer real calls than 5:1: 90 vs 60 (NOT met)" in text
     assert "few-shot ReAct by >= 0.20 EM: +0.600 (met)" in text
+    alone = targets({**report, "rl_mixed_em": None, "mixed_real_calls": None})
+    assert "fewer real calls than 5:1: 5:1 not run, not measured (NOT met)" in "\n".join(alone)
     md = markdown(report)
     assert "| SFT-2 | 0.620 | 0.620 | — | 0.950 | 0.600 | 0.300 | 0.900 | 1.00 | — |" in md
     assert "lr 0.0001 (SFT-3: 3e-05); budgets chosen on the dev split (100 questions): SFT-2 30 steps, SFT-3 20" in md
     assert "SFT-3 curve (dev EM by steps): 10: 0.500, 20: 0.600" in md
     assert "| RL all-real | 0.700 |" in md and "zero-variance group share per step 0.50, —" in md
+    assert "source (s: simulated, R: real) Rs, world-model answer-bearing —, 0.62 of 8" in md
+    assert md.count("world-model answer-bearing") == 1  # only the run that measured it
     assert "read stage" not in md
     report["settings"]["read_epochs"] = 10
     assert "baselines included: the base model after the read stage (10 epochs" in markdown(report)
