@@ -274,7 +274,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="SFT-3 learning rate (at 1e-4 SFT-3 broke SFT-2's 2-hop plans: sft3_lr.md)")
     parser.add_argument("--read-epochs", type=int, default=0,
                         help="epochs of the read stage over the corpus before SFT (0: start from the base model; "
-                             "10: knowledge.md's recipe, ~75 min on 2 cores)")
+                             "10: knowledge.md's recipe, ~45 min on 2 cores)")
     parser.add_argument("--sft1-steps", type=int, default=20)
     parser.add_argument("--sft12-steps", type=int, default=0,
                         help="SFT-2 steps after SFT-1 for the SFT-1+2 rows (0: skip them)")
