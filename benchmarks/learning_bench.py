@@ -43,7 +43,11 @@ NAMES = {"base": "base (agent)", "sft2": "SFT-2", "sft1_2": "SFT-1+2", "sft2_3":
          "rl_real": "RL all-real", "rl_mixed": "RL 5:1", "rl_fidelity": "RL fidelity-gated"}
 # RL run key -> its config and overrides; the runs differ only in where observations come from
 RL_RUNS = {"rl_real": ("rl_stage2", ()), "rl_mixed": ("rl_mixed", ()),
-           "rl_fidelity": ("rl_mixed", ("coa.schedule.kind=fidelity",))}
+           # the gate starts simulated: calibration steps (30% of their simulated observations checked) buy the
+           # evidence, 15% of a plain simulated step's keep ~8 checks in its window of 2 steps, and only a drop in
+           # fidelity sends a step real (no share cap)
+           "rl_fidelity": ("rl_mixed", ("coa.schedule.kind=fidelity", "coa.schedule.calibration_sample=0.3",
+                                        "coa.schedule.max_simulated_share=1.0", "coa.world_model.fidelity_sample=0.15"))}
 RL_START = "sft2_3"  # both RL runs start from SFT-2+3, the method's last SFT stage
 
 
@@ -247,10 +251,13 @@ def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, 
              for s in ordered]
     return {"steps": ordered, "reward": reward, "reward_first5": first5, "reward_last5": last5,
             "real_calls": int(sum(calls)),
+            # of them, the fidelity checks' fetches (calls a schedule that does not measure fidelity would not make)
+            "check_calls": int(sum(steps[s].get("timing_s/coa/cost/fidelity_real_calls", 0) for s in ordered)),
             "fidelity_answer_bearing": [steps[s].get("timing_s/coa/fidelity/answer_bearing") for s in ordered],
             "fidelity_checked": [int(steps[s].get("timing_s/coa/fidelity/checked", 0)) for s in ordered],
             "source": ["simulated" if steps[s].get("timing_s/coa/obs_simulated/total", 0) else "real"
                        for s in ordered],
+            "calibrating": [bool(steps[s].get("timing_s/coa/schedule/calibrating", 0)) for s in ordered],
             "simulated_observations": int(sum(steps[s].get("timing_s/coa/obs_simulated/total", 0) for s in ordered)),
             "zero_variance_share": [zero_variance_share(groups[s]) if s in groups else None for s in ordered],
             "step_s": [steps[s].get("timing_s/step") for s in ordered]}

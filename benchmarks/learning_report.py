@@ -67,10 +67,14 @@ def markdown(report: dict) -> str:
                   f"; first-5 mean {rl['reward_first5']:.3f}, last-5 mean {rl['reward_last5']:.3f}; zero-variance "
                   "group share per step " + ", ".join("—" if z is None else f"{z:.2f}"
                                                       for z in rl["zero_variance_share"]) +
-                  f"; real retriever calls {rl['real_calls']}, simulated observations {rl['simulated_observations']}"]
+                  f"; real retriever calls {rl['real_calls']}"
+                  + (f" ({rl['check_calls']} of them fidelity checks)" if rl.get("check_calls") else "")
+                  + f", simulated observations {rl['simulated_observations']}"]
         if any(f is not None for f in rl.get("fidelity_answer_bearing", [])):
-            lines[-1] += ("; per step source (s: simulated, R: real) " + "".join(
-                "s" if src == "simulated" else "R" for src in rl["source"]) + ", world-model answer-bearing "
+            calibrating = rl.get("calibrating") or [False] * len(rl["source"])
+            lines[-1] += ("; per step source (s: simulated, c: simulated calibration step, R: real) " + "".join(
+                ("c" if cal else "s") if src == "simulated" else "R" for src, cal in zip(rl["source"], calibrating))
+                + ", world-model answer-bearing "
                 + ", ".join("—" if f is None else f"{f:.2f} of {n}"
                             for f, n in zip(rl["fidelity_answer_bearing"], rl["fidelity_checked"])))
         if rl.get("dev_curve"):

@@ -107,7 +107,8 @@ def test_each_rl_schedule_runs_from_the_same_start_with_its_own_overrides(tmp_pa
         assert bench.rl(key, tmp_path / "sft3", tmp_path / "data.parquet") == {}
     config = {name: cmd[cmd.index("--config-name") + 1] for name, cmd in commands.items()}
     assert config == {"rl_real": "rl_stage2", "rl_fidelity": "rl_mixed", "rl_mixed": "rl_mixed"}
-    assert "coa.schedule.kind=fidelity" in commands["rl_fidelity"]
+    assert {"coa.schedule.kind=fidelity", "coa.schedule.calibration_sample=0.3",
+            "coa.schedule.max_simulated_share=1.0"} <= set(commands["rl_fidelity"])
     assert not any(arg.startswith("coa.schedule") for key in ("rl_real", "rl_mixed") for arg in commands[key])
     assert all(f"actor_rollout_ref.model.path={tmp_path / 'sft3'}" in cmd for cmd in commands.values())
     assert all(f"coa.world_model.fidelity_corpus={bench.toy / 'corpus.jsonl'}" in cmd for cmd in commands.values())
@@ -131,7 +132,8 @@ def test_report_carries_every_key_and_checks_the_targets():
             report_row("RL 5:1", _summary(0.68), 60), report_row("RL fidelity-gated", _summary(0.69), 90)]
     rl = {"steps": [1, 2], "reward": [0.2, 0.4], "reward_first5": 0.2, "reward_last5": 0.4, "real_calls": 400,
           "simulated_observations": 0, "zero_variance_share": [0.5, None], "step_s": [1.0, 1.0]}
-    gated = {**rl, "fidelity_answer_bearing": [None, 0.625], "fidelity_checked": [0, 8], "source": ["real", "simulated"]}
+    gated = {**rl, "fidelity_answer_bearing": [0.5, 0.625, 0.75], "fidelity_checked": [9, 8, 3],
+             "source": ["simulated", "simulated", "real"], "calibrating": [True, False, False], "check_calls": 20}
     report = {"rows": rows, "best_sft_name": "SFT-2", "best_sft_em": 0.62, "rl_start": "SFT-2+3", "rl_start_em": 0.6,
               "rl_all_real_em": 0.7, "rl_mixed_em": 0.68, "rl_reward_first5": 0.2, "rl_reward_last5": 0.4,
               "all_real_calls": 400, "mixed_real_calls": 60, "react_fewshot_em": 0.1, "sft_curve": {"30": 0.62},
@@ -160,7 +162,9 @@ def test_report_carries_every_key_and_checks_the_targets():
     assert "lr 0.0001 (SFT-3: 3e-05); budgets chosen on the dev split (100 questions): SFT-2 30 steps, SFT-3 20" in md
     assert "SFT-3 curve (dev EM by steps): 10: 0.500, 20: 0.600" in md
     assert "| RL all-real | 0.700 |" in md and "zero-variance group share per step 0.50, —" in md
-    assert "source (s: simulated, R: real) Rs, world-model answer-bearing —, 0.62 of 8" in md
+    assert ("real retriever calls 400 (20 of them fidelity checks), simulated observations 0; per step source (s: "
+            "simulated, c: simulated calibration step, R: real) csR, world-model answer-bearing 0.50 of 9, 0.62 of 8, "
+            "0.75 of 3") in md
     assert md.count("world-model answer-bearing") == 1  # only the run that measured it
     assert "read stage" not in md
     report["settings"]["read_epochs"] = 10

@@ -221,7 +221,9 @@ class CoAAgentLoop(AgentLoopBase):
             trajectory.metrics["simulated_tokens"] += len(observation.token_ids)
         trajectory.metrics["truncated_observations"] += observation.truncated
         search_index = len(trajectory.sources) - 1
-        share = self.fidelity_sample if observation.source == "simulated" else self.probe_sample
+        # a calibration step (the fidelity schedule's, short of evidence) checks more of its simulated observations
+        share = (max(self.fidelity_sample, self._row.get("coa_fidelity_sample") or 0.0)
+                 if observation.source == "simulated" else self.probe_sample)
         if sampled(request_id, search_index, share):
             check = self._check_fidelity(trajectory.metrics, observation, query, prompt_ids + trajectory.response_ids,
                                          budget, request_id, sampling_params, search_index)

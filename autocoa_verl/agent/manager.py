@@ -21,7 +21,7 @@ from verl.protocol import DataProto
 from verl.utils.ray_utils import auto_await
 
 import autocoa_verl.advantage  # noqa: F401  registers algorithm.adv_estimator=grpo_coa in the trainer process
-from autocoa_verl.agent.schedule import FIDELITY_METRICS, ObservationSchedule, StepLedger, fidelity_source
+from autocoa_verl.agent.schedule import FIDELITY_METRICS, ObservationSchedule, StepLedger, fidelity_decision
 
 SUMMED = ("searches", "obs_real", "obs_simulated", "retriever_failures", "malformed", "truncated_observations",
           "tokens_past_action", "generated_tokens", "observation_tokens", "length_limited", "answered")
@@ -32,14 +32,16 @@ LEDGER = "coa_ledger.json"
 
 
 class CoAAgentLoopWorker(AgentLoopWorker):
-    """Passes ``global_steps``, ``coa_validate`` and the manager's ``coa_source`` from the batch's meta_info to every
-    sample."""
+    """Passes ``global_steps``, ``coa_validate`` and the manager's ``coa_source`` and ``coa_fidelity_sample`` (a
+    calibration step's check share) from the batch's meta_info to every sample."""
 
     async def generate_sequences(self, batch: DataProto) -> DataProto:
         n = len(batch)
         batch.non_tensor_batch["global_steps"] = np.full(n, int(batch.meta_info.get("global_steps", -1)), dtype=object)
         batch.non_tensor_batch["coa_validate"] = np.full(n, bool(batch.meta_info.get("validate", False)), dtype=object)
         batch.non_tensor_batch["coa_source"] = np.full(n, batch.meta_info.get("coa_source"), dtype=object)
+        batch.non_tensor_batch["coa_fidelity_sample"] = np.full(n, batch.meta_info.get("coa_fidelity_sample"),
+                                                                dtype=object)
         return await super().generate_sequences(batch)
 
 
@@ -138,7 +140,7 @@ class CoAAgentLoopManager(AgentLoopManager):
         self.cost_per_call = float((coa.get("retriever") or {}).get("cost_per_call", 0.0) or 0.0)
         self.ledger_path = os.path.join(self.config.trainer.default_local_dir, LEDGER)
         self.ledger: StepLedger | None = None
-        self._step: tuple[int, str] | None = None
+        self._step: tuple[int, str, bool] | None = None
 
     @auto_await
     async def generate_sequences(self, prompts: DataProto) -> DataProto:
@@ -147,10 +149,12 @@ class CoAAgentLoopManager(AgentLoopManager):
             step = int(prompts.meta_info["global_steps"])
             if self.ledger is None:  # the first step of this run (or of its resume): earlier records stay
                 self.ledger = StepLedger.resume(self.ledger_path, step)
-            source = (fidelity_source(self.schedule, self.ledger.history, step) if self.schedule.kind == "fidelity"
-                      else self.schedule.source(step))
+            source, calibrating = (fidelity_decision(self.schedule, self.ledger.history, step)
+                                   if self.schedule.kind == "fidelity" else (self.schedule.source(step), False))
             prompts.meta_info["coa_source"] = source
-            self._step = (step, source)
+            if calibrating:
+                prompts.meta_info["coa_fidelity_sample"] = self.schedule.calibration_sample
+            self._step = (step, source, calibrating)
         return await super().generate_sequences(prompts)
 
     def _performance_metrics(self, metrics: list[list[dict[str, str]]], output: DataProto) -> dict[str, float]:
@@ -159,12 +163,13 @@ class CoAAgentLoopManager(AgentLoopManager):
         coa = aggregate_coa_metrics(per_sample)
         timing.update(coa)
         if self._step is not None and self.ledger is not None:
-            step, source = self._step
+            step, source, calibrating = self._step
             fidelity = coa.get(f"coa/fidelity/{self.schedule.fidelity_metric}")
             costs = step_costs(per_sample)
-            self.ledger.record(step, source=source, fidelity=fidelity,
+            self.ledger.record(step, source=source, calibrating=calibrating, fidelity=fidelity,
                                fidelity_checked=int(coa.get("coa/fidelity/checked", 0)), **costs)
             timing.update(cost_report(costs, self.cost_per_call, "coa/cost"))
             timing.update(cost_report(self.ledger.totals(*COSTS), self.cost_per_call, "coa/run_cost"))
             timing["coa/schedule/simulated"] = float(source == "simulated")
+            timing["coa/schedule/calibrating"] = float(calibrating)
         return timing

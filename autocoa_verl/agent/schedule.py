@@ -23,9 +23,9 @@ class ObservationSchedule:
         simulated_per_real: for ``ratio``.
         simulated_steps: for ``staged``.
         validation: the source for validation rollouts, whatever the step.
-        fidelity_metric, fidelity_threshold, fidelity_window, fidelity_min_checks, max_simulated_share: for
-            ``fidelity``, which :func:`fidelity_source` decides step by step from the world model's measured
-            fidelity.
+        fidelity_metric, fidelity_threshold, fidelity_window, fidelity_min_checks, max_simulated_share,
+            calibration_sample: for ``fidelity``, which :func:`fidelity_decision` decides step by step from the world
+            model's measured fidelity.
 
     The choice is a pure function of the step (``fidelity``: of the steps' recorded fidelity), so a run resumed
     from a checkpoint at step ``s`` continues the pattern exactly where it stopped.
@@ -46,6 +46,7 @@ class ObservationSchedule:
     fidelity_window: int = 2
     fidelity_min_checks: int = 8
     max_simulated_share: float = 0.84
+    calibration_sample: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -55,9 +56,10 @@ class ObservationSchedule:
         if self.fidelity_metric not in FIDELITY_METRICS:
             raise ValueError(f"coa.schedule.fidelity_metric={self.fidelity_metric!r}: choose one of "
                              f"{FIDELITY_METRICS}")
-        if self.fidelity_window < 1 or self.fidelity_min_checks < 1 or not 0 <= self.max_simulated_share <= 1:
-            raise ValueError("coa.schedule: fidelity_window and fidelity_min_checks must be >= 1 and "
-                             "max_simulated_share in [0, 1]")
+        if (self.fidelity_window < 1 or self.fidelity_min_checks < 1 or not 0 <= self.max_simulated_share <= 1
+                or not 0 <= self.calibration_sample <= 1):
+            raise ValueError("coa.schedule: fidelity_window and fidelity_min_checks must be >= 1, "
+                             "max_simulated_share and calibration_sample in [0, 1]")
         if self.validation not in ("real", "simulated"):
             raise ValueError(f"coa.schedule.validation={self.validation!r}: choose 'real' or 'simulated'")
 
@@ -69,7 +71,7 @@ class ObservationSchedule:
 
     def source(self, step: int | None, validate: bool = False, decided: Source | None = None) -> Source:
         """The source for a rollout at ``step``; ``step`` may be None only for the ``always_*`` kinds.
-        ``decided``: the manager's :func:`fidelity_source` choice for the step (the ``fidelity`` kind needs it)."""
+        ``decided``: the manager's :func:`fidelity_decision` choice for the step (the ``fidelity`` kind needs it)."""
         if validate:
             return self.validation
         if self.kind == "fidelity":
@@ -104,40 +106,51 @@ class ObservationSchedule:
         return {"real": sources.count("real"), "simulated": sources.count("simulated")}
 
 
-def fidelity_source(schedule: ObservationSchedule, history: list[dict], step: int) -> Source:
-    """The ``fidelity`` schedule's source for training step ``step``, from the records of the steps before it
-    (``{"step", "source", "fidelity", "fidelity_checked"}``; fidelity None where nothing was measured, checked the
-    number of observations it was measured on, 1 where a record lacks it).
+def fidelity_decision(schedule: ObservationSchedule, history: list[dict], step: int) -> tuple[Source, bool]:
+    """The ``fidelity`` schedule's choice for training step ``step``, ``(source, calibrating)``, from the records of
+    the steps before it (``{"step", "source", "fidelity", "fidelity_checked"}``; fidelity None where nothing was
+    measured, checked the number of observations it was measured on, 1 where a record lacks it).
 
-    Simulated when the last ``fidelity_window`` measured steps hold at least ``fidelity_min_checks`` checks, their
-    pooled fidelity (each step's mean weighted by its checks) is at least ``fidelity_threshold``, and simulating keeps
-    the simulated share of steps at most ``max_simulated_share``; otherwise real, and real until enough has been
-    measured: one answer-bearing probe of two is not evidence of a world model. Fidelity is measured on simulated
-    steps (their sampled real observations) and on real ones (the world model's sampled probes), so a world model
-    that recovers is used again. A pure function of the history, which :class:`StepLedger` saves beside the
-    checkpoints: a resumed run decides exactly as before.
+    - Real when simulating would make the simulated share of steps exceed ``max_simulated_share``.
+    - Without enough evidence (fewer than ``fidelity_min_checks`` checks in the last ``fidelity_window`` measured
+      steps; one answer-bearing probe of two is not evidence of a world model): real, or, with
+      ``calibration_sample`` > 0, a *calibration* step: simulated, with that share of its simulated observations
+      checked against the real ones. A few real calls then buy the evidence that a whole real step would, and a
+      window of simulated steps whose ``fidelity_sample`` yields too few checks is topped up instead of going real.
+    - Otherwise simulated while the window's pooled fidelity (each step's mean weighted by its checks) is at least
+      ``fidelity_threshold``, real when it drops.
+
+    Fidelity is measured on simulated steps (their sampled real observations) and on real ones (the world model's
+    sampled probes), so a world model that recovers is used again. A pure function of the history, which
+    :class:`StepLedger` saves beside the checkpoints: a resumed run decides exactly as before.
 
     >>> schedule = ObservationSchedule("fidelity", fidelity_window=1, fidelity_min_checks=4, max_simulated_share=0.6)
     >>> history = []
     >>> for step, measured in enumerate([0.9, 0.8, 0.9, 0.2, 0.7, 0.9, 0.9], start=1):
-    ...     history.append({"step": step, "source": fidelity_source(schedule, history, step), "fidelity": measured,
-    ...                     "fidelity_checked": 4})
+    ...     source, _ = fidelity_decision(schedule, history, step)
+    ...     history.append({"step": step, "source": source, "fidelity": measured, "fidelity_checked": 4})
     >>> "".join("R" if h["source"] == "real" else "s" for h in history)  # step 3: the share cap; step 5: the drop
     'RsRsRss'
-    >>> fidelity_source(schedule, [{"step": 1, "source": "real", "fidelity": 0.5, "fidelity_checked": 2}], 2)
-    'real'
+    >>> fidelity_decision(schedule, [{"step": 1, "source": "real", "fidelity": 0.5, "fidelity_checked": 2}], 2)
+    ('real', False)
+    >>> calibrated = ObservationSchedule("fidelity", fidelity_min_checks=8, max_simulated_share=1.0,
+    ...                                  calibration_sample=0.3)
+    >>> fidelity_decision(calibrated, [], 1)  # no evidence yet: simulate, and check 30% against the real tool
+    ('simulated', True)
+    >>> fidelity_decision(calibrated, [{"step": 1, "source": "simulated", "fidelity": 0.7, "fidelity_checked": 9}], 2)
+    ('simulated', False)
     """
     past = [h for h in history if h["step"] < step]
+    simulated = sum(h["source"] == "simulated" for h in past)
+    if (simulated + 1) / (len(past) + 1) > schedule.max_simulated_share:
+        return "real", False
     measured = [h for h in past if h.get("fidelity") is not None][-schedule.fidelity_window:]
     weights = [h.get("fidelity_checked") or 1 for h in measured]
     checks = sum(weights)
     if checks < schedule.fidelity_min_checks:
-        return "real"
-    simulated = sum(h["source"] == "simulated" for h in past)
-    if (simulated + 1) / (len(past) + 1) > schedule.max_simulated_share:
-        return "real"
+        return ("simulated", True) if schedule.calibration_sample > 0 else ("real", False)
     pooled = sum(h["fidelity"] * weight for h, weight in zip(measured, weights)) / checks
-    return "simulated" if pooled >= schedule.fidelity_threshold else "real"
+    return ("simulated" if pooled >= schedule.fidelity_threshold else "real"), False
 
 
 @dataclass

@@ -361,6 +361,20 @@ def test_unsampled_observations_are_not_checked_and_a_failed_real_fetch_skips_th
     assert output.extra_fields["coa_outcome"] == "answer"  # the rollout itself never depended on it
 
 
+def test_a_calibration_step_checks_its_simulated_observations_at_the_managers_share(tiny_tokenizer, bm25_server):
+    turns = ["<search>Arlo Venn</search>", "Doc 1: Arlo Venn was born in Quessly.</information>",
+             "<answer>Quessly</answer>"]
+    config = real(bm25_server.url, "coa.schedule.kind=fidelity", "coa.world_model.fidelity_sample=0.0")
+    plain, _ = run_loop(tiny_tokenizer, turns, config, global_steps=2, coa_source="simulated",
+                        coa_fidelity_sample=None, **ROW)
+    calibrating, _ = run_loop(tiny_tokenizer, turns, config, global_steps=2, coa_source="simulated",
+                              coa_fidelity_sample=1.0, **ROW)
+    assert plain.extra_fields["coa_metrics"]["fidelity_checked"] == 0
+    m = calibrating.extra_fields["coa_metrics"]
+    assert m["fidelity_checked"] == 1 and m["fidelity_real_calls"] == 1 and m["fidelity_answer_bearing"] == 1.0
+    assert m["obs_simulated"] == 1 and m["obs_real"] == 0  # the real block was only compared
+
+
 def test_the_fidelity_schedule_takes_the_managers_decision(tiny_tokenizer, bm25_server):
     output, _ = run_loop(tiny_tokenizer, ["<answer>x</answer>"], real(bm25_server.url, "coa.schedule.kind=fidelity"),
                          global_steps=3, coa_source="simulated")

@@ -105,13 +105,14 @@ def test_aggregate_fidelity_is_a_mean_over_the_checked_observations():
     assert "coa/fidelity/checked" not in aggregate_coa_metrics([{"fidelity_checked": 0, "searches": 1}])
 
 
-def _gated_run(monkeypatch, tmp_path, fidelity_by_step, steps, cost_per_call=0.0):
+def _gated_run(monkeypatch, tmp_path, fidelity_by_step, steps, cost_per_call=0.0, overrides=()):
     """Drives the manager's step loop with verl's dispatch faked: each step's samples report the scripted fidelity
     (and one real or simulated observation, by the step's source). Returns (sources, timing per step, manager)."""
     from verl.experimental.agent_loop.agent_loop import AgentLoopManager
 
     async def dispatch(self, prompts):
         simulated = prompts.meta_info.get("coa_source") == "simulated"
+        calibrating.append(prompts.meta_info.get("coa_fidelity_sample"))
         row = {"obs_simulated" if simulated else "obs_real": 1, "fidelity_checked": 1,
                "fidelity_answer_bearing": fidelity_by_step.get(prompts.meta_info["global_steps"], 1.0),
                "simulated_latency_s": 2.0 * simulated, "real_latency_s": 0.0 if simulated else 0.02}
@@ -124,16 +125,34 @@ def _gated_run(monkeypatch, tmp_path, fidelity_by_step, steps, cost_per_call=0.0
     config = compose_rl_config(["coa.schedule.kind=fidelity", "coa.schedule.fidelity_window=1",
                                 "coa.schedule.fidelity_min_checks=2",
                                 "coa.schedule.max_simulated_share=0.6", f"trainer.default_local_dir={tmp_path}",
-                                f"coa.retriever.cost_per_call={cost_per_call}"])
+                                f"coa.retriever.cost_per_call={cost_per_call}", *overrides])
     manager = CoAAgentLoopManager.__new__(CoAAgentLoopManager)
     CoAAgentLoopManager.__init__(manager, config, llm_client=None)
-    sources, timings = [], []
+    sources, timings, calibrating = [], [], []
     for step in steps:
         output = manager.generate_sequences(DataProto.from_dict(non_tensors={"raw_prompt": np.empty(2, dtype=object)},
                                                                 meta_info={"global_steps": step}))
         sources.append("s" if output.meta_info["timing"]["coa/schedule/simulated"] else "R")
         timings.append(output.meta_info["timing"])
+    manager.calibrating = calibrating  # the check share each step's samples were given (None: the configured one)
     return "".join(sources), timings, manager
+
+
+def test_without_evidence_a_calibration_step_simulates_and_checks_more(monkeypatch, tmp_path):
+    # one check per sample, two samples: a step yields 2 checks; the gate needs 4 in its window of one step
+    overrides = ["coa.schedule.fidelity_min_checks=4", "coa.schedule.max_simulated_share=1.0",
+                 "coa.schedule.calibration_sample=0.5"]
+    fidelity = dict(enumerate([0.9, 0.9, 0.2, 0.9], start=1))
+    sources, timings, manager = _gated_run(monkeypatch, tmp_path, fidelity, range(1, 5), overrides=overrides)
+    # every step is short of evidence (2 < 4): each is a calibration step, simulated, whatever the fidelity
+    assert sources == "ssss" and manager.calibrating == [0.5] * 4
+    assert [t["coa/schedule/calibrating"] for t in timings] == [1.0] * 4
+    assert all(h["calibrating"] for h in json.loads((tmp_path / "coa_ledger.json").read_text())["history"])
+    # with enough evidence per step, the gate decides on fidelity alone: step 4 goes real after step 3's drop
+    sources, timings, manager = _gated_run(monkeypatch, tmp_path / "b", fidelity, range(1, 5),
+                                           overrides=[*overrides, "coa.schedule.fidelity_min_checks=2"])
+    assert sources == "sssR" and manager.calibrating == [0.5, None, None, None]
+    assert [t["coa/schedule/calibrating"] for t in timings] == [1.0, 0.0, 0.0, 0.0]
 
 
 def test_the_fidelity_gate_decides_each_step_and_a_resume_decides_the_same(monkeypatch, tmp_path):
