@@ -68,12 +68,12 @@ def markdown(report: dict) -> str:
                   "group share per step " + ", ".join("—" if z is None else f"{z:.2f}"
                                                       for z in rl["zero_variance_share"]) +
                   f"; real retriever calls {rl['real_calls']}"
-                  + (f" ({rl['check_calls']} of them fidelity checks)" if rl.get("check_calls") else "")
+                  + (f" ({rl['check_calls']} of them fidelity checks)" if rl["check_calls"] else "")
                   + f", simulated observations {rl['simulated_observations']}"]
         if any(f is not None for f in rl.get("fidelity_answer_bearing", [])):
-            calibrating = rl.get("calibrating") or [False] * len(rl["source"])
+            sources = zip(rl["source"], rl["calibrating"])
             lines[-1] += ("; per step source (s: simulated, c: simulated calibration step, R: real) " + "".join(
-                ("c" if cal else "s") if src == "simulated" else "R" for src, cal in zip(rl["source"], calibrating))
+                ("c" if cal else "s") if src == "simulated" else "R" for src, cal in sources)
                 + ", world-model answer-bearing "
                 + ", ".join("—" if f is None else f"{f:.2f} of {n}"
                             for f, n in zip(rl["fidelity_answer_bearing"], rl["fidelity_checked"])))

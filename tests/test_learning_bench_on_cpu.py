@@ -131,7 +131,7 @@ def test_report_carries_every_key_and_checks_the_targets():
             report_row("SFT-2+3", _summary(0.6)), report_row("RL all-real", _summary(0.7), 400),
             report_row("RL 5:1", _summary(0.68), 60), report_row("RL fidelity-gated", _summary(0.69), 90)]
     rl = {"steps": [1, 2], "reward": [0.2, 0.4], "reward_first5": 0.2, "reward_last5": 0.4, "real_calls": 400,
-          "simulated_observations": 0, "zero_variance_share": [0.5, None], "step_s": [1.0, 1.0]}
+          "check_calls": 0, "simulated_observations": 0, "zero_variance_share": [0.5, None], "step_s": [1.0, 1.0]}
     gated = {**rl, "fidelity_answer_bearing": [0.5, 0.625, 0.75], "fidelity_checked": [9, 8, 3],
              "source": ["simulated", "simulated", "real"], "calibrating": [True, False, False], "check_calls": 20}
     report = {"rows": rows, "best_sft_name": "SFT-2", "best_sft_em": 0.62, "rl_start": "SFT-2+3", "rl_start_em": 0.6,

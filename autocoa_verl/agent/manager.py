@@ -39,9 +39,8 @@ class CoAAgentLoopWorker(AgentLoopWorker):
         n = len(batch)
         batch.non_tensor_batch["global_steps"] = np.full(n, int(batch.meta_info.get("global_steps", -1)), dtype=object)
         batch.non_tensor_batch["coa_validate"] = np.full(n, bool(batch.meta_info.get("validate", False)), dtype=object)
-        batch.non_tensor_batch["coa_source"] = np.full(n, batch.meta_info.get("coa_source"), dtype=object)
-        batch.non_tensor_batch["coa_fidelity_sample"] = np.full(n, batch.meta_info.get("coa_fidelity_sample"),
-                                                                dtype=object)
+        for key in ("coa_source", "coa_fidelity_sample"):  # the manager's decisions for the step (None: none made)
+            batch.non_tensor_batch[key] = np.full(n, batch.meta_info.get(key), dtype=object)
         return await super().generate_sequences(batch)
 
 
