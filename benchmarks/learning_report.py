@@ -7,6 +7,7 @@ from pathlib import Path
 
 REPORT_KEYS = ("rows", "best_sft_em", "rl_all_real_em", "rl_mixed_em", "rl_start_em", "rl_reward_first5",
                "rl_reward_last5", "mixed_real_calls", "all_real_calls", "react_fewshot_em", "wall_s", "commit")
+BUDGET_S = 7200  # the "about 2 hours on 2 cores" for the whole benchmark
 
 
 def reward_windows(rewards: list[float], window: int = 5) -> tuple[float, float]:
@@ -114,6 +115,8 @@ def targets(report: dict) -> list[str]:
     agent = max(r["em"] for r in report["rows"] if r["name"].startswith(("SFT", "RL")))
     margin = agent - report["react_fewshot_em"]
     out.append(f"agent beats few-shot ReAct by >= 0.20 EM: {margin:+.3f} ({check(margin >= 0.20)})")
+    out.append(f"whole benchmark in about 2 h (stage wall time <= {BUDGET_S} s): {report['wall_s']:.0f} s "
+               f"({check(report['wall_s'] <= BUDGET_S)})")
     return out
 
 

@@ -155,6 +155,8 @@ def test_report_carries_every_key_and_checks_the_targets():
     assert "gap +0.020; >= 80% fewer real calls: 85.0% (met)" in text
     assert "fidelity-gated within 0.02 EM of all-real: gap +0.010; fewer real calls than 5:1: 90 vs 60 (NOT met)" in text
     assert "few-shot ReAct by >= 0.20 EM: +0.600 (met)" in text
+    assert "whole benchmark in about 2 h (stage wall time <= 7200 s): 10 s (met)" in text
+    assert "7201 s (NOT met)" in "\n".join(targets({**report, "wall_s": 7201.0}))
     alone = targets({**report, "rl_mixed_em": None, "mixed_real_calls": None})
     assert "fewer real calls than 5:1: 5:1 not run, not measured (NOT met)" in "\n".join(alone)
     md = markdown(report)
