@@ -274,8 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps and questions per stage")
     parser.add_argument("--batch", type=int, default=8, help="SFT sequences (stage 1: pairs) per step")
     parser.add_argument("--lr", type=float, default=1e-4, help="SFT learning rate (SFT-3: --sft3-lr)")
-    # defaults: sized for the ~2 h budget on 2 cores from nothing (learning_fresh.md's per-stage times); the SFT-2
-    # dev curve was flat from 20 to 60 steps there
+    # defaults: sized for the ~2 h budget on 2 cores from nothing (learning_fresh.md's per-stage times; the SFT-2
+    # dev curve was flat from 20 to 60 steps there); measured with them: 5,645 s of stages (learning_2h.md)
     parser.add_argument("--sft2-steps", type=int, default=30, help="SFT-2 steps (the curve's last point)")
     parser.add_argument("--save-every", type=int, default=15, help="SFT-2 checkpoint (curve point) interval")
     parser.add_argument("--sft3-steps", type=int, default=20, help="SFT-3 steps (its curve's last point)")
