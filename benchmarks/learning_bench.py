@@ -105,10 +105,19 @@ class Bench:
 
             materialize_smollm2(self.base)
         self.trajectories, self.pairs = self.out / "sft" / "trajectories.parquet", self.out / "sft" / "pairs.parquet"
-        if not self.pairs.is_file():
+        # the oracle's plan style, beside its data (written before --oracle-plan existed: "count")
+        plan_path = self.out / "sft" / "oracle_plan.txt"
+        if self.pairs.is_file():
+            written = plan_path.read_text().strip() if plan_path.is_file() else "count"
+            if written != self.args.oracle_plan:
+                raise SystemExit(f"{self.pairs.parent}: SFT data written with --oracle-plan {written}, not "
+                                 f"{self.args.oracle_plan}; use a new --out")
+        else:
             self.call("oracle", [sys.executable, "-m", "autocoa_verl.data.oracle", str(self.toy / "train.jsonl"),
                                  str(self.toy / "corpus.jsonl"), str(self.trajectories), "--pairs", str(self.pairs),
-                                 "--tokenizer", str(self.base), "--index-dir", str(self.out / "bm25-index")])
+                                 "--tokenizer", str(self.base), "--index-dir", str(self.out / "bm25-index"),
+                                 "--plan", self.args.oracle_plan])
+            plan_path.write_text(self.args.oracle_plan + "\n")
 
     def read(self, epochs: int) -> Path:
         """The read stage (``recipes/sft.py --config-name sft_read``, as ``make sft-read``) from the base model for
@@ -285,6 +294,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--read-epochs", type=int, default=0,
                         help="epochs of the read stage over the corpus before SFT (0: start from the base model; "
                              "10: knowledge.md's recipe, ~45 min on 2 cores)")
+    parser.add_argument("--oracle-plan", choices=["count", "state"], default="count",
+                        help="how the oracle's thoughts track the plan (autocoa_verl.data.oracle --plan); the SFT "
+                             "data of an --out is written once, so a change needs a new --out")
     parser.add_argument("--sft1-steps", type=int, default=20)
     parser.add_argument("--sft12-steps", type=int, default=0,
                         help="SFT-2 steps after SFT-1 for the SFT-1+2 rows (0: skip them)")

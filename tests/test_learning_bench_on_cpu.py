@@ -87,6 +87,30 @@ def test_the_read_stage_runs_once_on_the_corpus_and_returns_its_export(tmp_path,
     assert bench.read(3) == ckpt / "global_step_81" / "huggingface" and len(commands) == 1  # done: reused
 
 
+def test_the_oracle_plan_reaches_the_oracle_and_a_changed_plan_is_refused_on_resume(tmp_path, monkeypatch):
+    toy, model = tmp_path / "toy", tmp_path / "model"
+    for d, name in ((toy, "manifest.json"), (model, "config.json")):
+        d.mkdir()
+        (d / name).write_text("{}")
+    args = ["--out", str(tmp_path / "out"), "--toy", str(toy), "--model", str(model)]
+    bench = Bench(_parser().parse_args(args + ["--oracle-plan", "state"]))
+    commands = []
+
+    def call(name, cmd):  # the oracle writes its two files
+        commands.append(cmd)
+        (tmp_path / "out" / "sft").mkdir(exist_ok=True)
+        bench.pairs.write_text("")
+
+    monkeypatch.setattr(bench, "call", call)
+    bench.data()
+    (cmd,) = commands
+    assert cmd[cmd.index("--plan") + 1] == "state"
+    bench.data()  # the same plan: reused
+    assert len(commands) == 1
+    with pytest.raises(SystemExit, match="written with --oracle-plan state, not count; use a new --out"):
+        Bench(_parser().parse_args(args)).data()
+
+
 def test_bad_read_epochs_are_refused():
     out = subprocess.run([sys.executable, "benchmarks/learning_bench.py", "--read-epochs", "-1"], cwd=ROOT,
                          capture_output=True, text=True)

@@ -58,7 +58,14 @@ def _aspects(row: dict) -> list[str]:
     return [RELATIONS[name].query.replace("{x}", "").strip() for name in row["kind"].split("+")]
 
 
-def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFAULT_PRESET) -> list[dict[str, str]]:
+# how a search question's thoughts track the plan (``--plan``): "count" opens with the number of searches; "state"
+# names no number, and every thought after a search restates the steps left, so that whether to search again is
+# read off the thought before it (with "count", a 3-hop question was answered after two searches: learning_2h.md)
+PLANS = ("count", "state")
+
+
+def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFAULT_PRESET,
+                      plan: str = "count") -> list[dict[str, str]]:
     """The oracle's trajectory for one toy-world question row (with ``chain``, ``kind`` and ``needs_search``).
 
     A search question opens with a plan that says how many searches it takes and what each looks up (so the number
@@ -71,11 +78,22 @@ def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFA
         <search> Quessly founder </search>  [observation]
         <think>Quessly founder: Mira Oltan. That was the last search.</think><answer>Mira Oltan</answer>
 
+    With ``plan="state"`` the plan names no number and each thought carries the steps left::
+
+        <think>I need to look up: Arlo Venn birthplace, then founder.</think>
+        <search> Arlo Venn birthplace </search>  [observation]
+        <think>Arlo Venn birthplace: Quessly. Left: founder. Next: Quessly founder.</think>
+        <search> Quessly founder </search>  [observation]
+        <think>Quessly founder: Mira Oltan. Nothing is left.</think><answer>Mira Oltan</answer>
+
     Args:
         row: the question, with its gold chain.
         observations: the observation block returned for each chain step's query (see :class:`Observations`).
         preset: the tag protocol.
+        plan: how the thoughts track the plan, one of :data:`PLANS`.
     """
+    if plan not in PLANS:
+        raise ValueError(f"plan {plan!r}: expected one of {', '.join(PLANS)}")
     p = get_preset(preset)
     answer = row["golden_answers"][0]
     if not row["needs_search"]:
@@ -86,17 +104,20 @@ def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFA
         raise ValueError(f"row {row['id']!r}: {len(chain)} chain steps but {len(observations)} observations")
     aspects = _aspects(row)
     n = len(chain)
-    plan = ", then ".join([chain[0]["query"]] + aspects[1:])
+    steps = ", then ".join([chain[0]["query"]] + aspects[1:])
     segments = []
     for i, (step, observation) in enumerate(zip(chain, observations)):
         if i == 0:
-            thought = f"I need {n} search{'es' if n > 1 else ''}: {plan}."
+            thought = (f"I need {n} search{'es' if n > 1 else ''}: {steps}." if plan == "count"
+                       else f"I need to look up: {steps}.")
         else:
-            thought = f"{chain[i - 1]['query']}: {chain[i - 1]['answer']}. Next: {step['query']}."
+            left = f" Left: {', then '.join(aspects[i:])}." if plan == "state" else ""
+            thought = f"{chain[i - 1]['query']}: {chain[i - 1]['answer']}.{left} Next: {step['query']}."
         action = f"{p.search_open} {step['query']} {p.search_close}"
         segments.append({"source": "model", "text": f"{p.think_open}{thought}{p.think_close}\n{action}"})
         segments.append({"source": "env", "text": observation})
-    final = f"{p.think_open}{chain[-1]['query']}: {answer}. That was the last search.{p.think_close}"
+    done = "That was the last search." if plan == "count" else "Nothing is left."
+    final = f"{p.think_open}{chain[-1]['query']}: {answer}. {done}{p.think_close}"
     segments.append({"source": "model", "text": final + _answer(answer, p)})
     return segments
 
@@ -148,17 +169,17 @@ def distractor(row: dict, pool: dict[str, list[str]]) -> str:
     return wrong[sum(map(ord, str(row["id"]))) % len(wrong)] if wrong else "I do not know"
 
 
-def oracle_pairs(row: dict, observations: Sequence[str], wrong_answer: str,
-                 preset: str = DEFAULT_PRESET) -> list[dict[str, Any]]:
+def oracle_pairs(row: dict, observations: Sequence[str], wrong_answer: str, preset: str = DEFAULT_PRESET,
+                 plan: str = "count") -> list[dict[str, Any]]:
     """Step-level *when to act* pairs for one question: a shared prefix, a chosen and a rejected continuation.
 
     At each step of a search question the prefix ends with the thought that names the unknown fact; *chosen*
     searches for it, *rejected* guesses an answer (``wrong_answer``) without searching. For a question that needs no
-    search, *chosen* reasons to the answer and *rejected* searches anyway. ``observations`` as for
+    search, *chosen* reasons to the answer and *rejected* searches anyway. ``observations`` and ``plan`` as for
     :func:`oracle_trajectory`.
     """
     p = get_preset(preset)
-    segments = oracle_trajectory(row, observations, preset)
+    segments = oracle_trajectory(row, observations, preset, plan)
     model = lambda text: [{"source": "model", "text": text}]  # noqa: E731
     if not row["needs_search"]:
         question = row["question"]
@@ -175,10 +196,11 @@ def oracle_pairs(row: dict, observations: Sequence[str], wrong_answer: str,
 
 
 def write_oracle_parquet(questions_path: str | Path, out_path: str | Path, observations: Observations,
-                         pairs_path: str | Path | None = None) -> dict[str, int]:
+                         pairs_path: str | Path | None = None, plan: str = "count") -> dict[str, int]:
     """Writes the oracle's trajectories and, given ``pairs_path``, its contrastive pairs, in the formats of
-    :mod:`autocoa_verl.data.sft_files`. Returns the counts: ``trajectories``, ``pairs``, and ``skipped`` (questions
-    whose gold passage the retriever did not return at some hop)."""
+    :mod:`autocoa_verl.data.sft_files` (``plan`` as for :func:`oracle_trajectory`). Returns the counts:
+    ``trajectories``, ``pairs``, and ``skipped`` (questions whose gold passage the retriever did not return at some
+    hop)."""
     from autocoa_verl.data.qa_files import read_qa_jsonl
 
     preset = observations.preset.name
@@ -197,8 +219,8 @@ def write_oracle_parquet(questions_path: str | Path, out_path: str | Path, obser
             continue
         texts = [text for text, _ in seen]
         prompt = build_prompt(row["question"], preset)
-        trajectories.append(trajectory_row(str(row["id"]), prompt, oracle_trajectory(row, texts, preset)))
-        for i, pair in enumerate(oracle_pairs(row, texts, distractor(row, pool), preset)):
+        trajectories.append(trajectory_row(str(row["id"]), prompt, oracle_trajectory(row, texts, preset, plan)))
+        for i, pair in enumerate(oracle_pairs(row, texts, distractor(row, pool), preset, plan)):
             pairs.append({"id": f"{row['id']}-step{i}", "prompt": prompt, **pair})
     write_sft_parquet(trajectories, out_path, "trajectories")
     if pairs_path is not None:
@@ -225,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="passages per search, as coa.retriever.topk (default %(default)s)")
     parser.add_argument("--max-observation-tokens", type=int, default=ROLLOUT_OBSERVATION_TOKENS,
                         help="observation budget, as coa.max_observation_tokens (default %(default)s)")
+    parser.add_argument("--plan", choices=PLANS, default="count",
+                        help="how thoughts track the plan: count (the first says how many searches) or state (each "
+                             "restates the steps left); default %(default)s")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 
@@ -234,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     retriever = BM25Retriever.open_or_build(args.corpus, index_dir)
     observations = Observations(retriever, AutoTokenizer.from_pretrained(args.tokenizer), args.preset, args.topk,
                                 args.max_observation_tokens)
-    counts = write_oracle_parquet(args.questions, args.output, observations, args.pairs)
+    counts = write_oracle_parquet(args.questions, args.output, observations, args.pairs, args.plan)
     print(f"wrote {counts['trajectories']} oracle trajectories to {args.output}"
           + (f" and {counts['pairs']} pairs to {args.pairs}" if args.pairs else "")
           + f"; {counts['skipped']} questions left out (gold passage not in the retriever's top-{args.topk})")

@@ -3,8 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from autocoa_verl.data.oracle import (ROLLOUT_OBSERVATION_TOKENS, ROLLOUT_TOPK, Observations, main, no_search_thought,
-                                      oracle_trajectory, write_oracle_parquet)
+from autocoa_verl.data.oracle import (PLANS, ROLLOUT_OBSERVATION_TOKENS, ROLLOUT_TOPK, Observations, main,
+                                      no_search_thought, oracle_trajectory, write_oracle_parquet)
 from autocoa_verl.data.sft_files import trajectory_text
 from autocoa_verl.protocol import count_searches, get_preset
 from autocoa_verl.reward import compute_score
@@ -22,12 +22,12 @@ def _texts(observe, row):
     return [text for text, _ in observe([step["query"] for step in row["chain"]])]
 
 
-@pytest.mark.parametrize("preset", ["search_r1", "autocoa"])
-def test_every_oracle_trajectory_scores_correct_and_well_formed(toy_world_dir, bm25, tiny_tokenizer, preset):
+@pytest.mark.parametrize("preset,plan", [("search_r1", "count"), ("autocoa", "count"), ("search_r1", "state")])
+def test_every_oracle_trajectory_scores_correct_and_well_formed(toy_world_dir, bm25, tiny_tokenizer, preset, plan):
     p = get_preset(preset)
     observe = _observe(bm25, tiny_tokenizer, preset)
     for row in _rows(toy_world_dir):
-        segments = oracle_trajectory(row, _texts(observe, row), preset)
+        segments = oracle_trajectory(row, _texts(observe, row), preset, plan)
         text = trajectory_text(segments)
         score = compute_score("toy_world", text, row["golden_answers"], preset=preset)
         assert (score["em"], score["format_ok"]) == (1.0, 1.0), (row["id"], text)
@@ -141,3 +141,24 @@ def test_oracle_cli_writes_pairs(toy_world_dir, tiny_model_dir, tmp_path):
     trajectories = read_sft_parquet(tmp_path / "o.parquet", "trajectories")
     assert len(trajectories) >= 8 and len(pairs) >= len(trajectories)
     assert {t["kind"] for t in trajectories} == {"coa", "cot"}
+
+
+def test_state_plan_names_no_count_and_each_thought_carries_the_steps_left(toy_world_dir, bm25, tiny_tokenizer):
+    row = next(r for r in _rows(toy_world_dir) if r["hops"] == 3)
+    segments = oracle_trajectory(row, _texts(_observe(bm25, tiny_tokenizer), row), plan="state")
+    thoughts = [s["text"].split("</think>")[0].removeprefix("<think>") for s in segments if s["source"] == "model"]
+    first, second, third, last = thoughts
+    chain = row["chain"]
+    aspects = [step["query"].removeprefix(prev["answer"]).strip() for prev, step in zip(chain, chain[1:])]
+    assert first == f"I need to look up: {chain[0]['query']}, then {aspects[0]}, then {aspects[1]}."
+    assert second == f"{chain[0]['query']}: {chain[0]['answer']}. Left: {aspects[0]}, then {aspects[1]}. " \
+                     f"Next: {chain[1]['query']}."
+    assert third == f"{chain[1]['query']}: {chain[1]['answer']}. Left: {aspects[1]}. Next: {chain[2]['query']}."
+    assert last == f"{chain[2]['query']}: {row['golden_answers'][0]}. Nothing is left."
+    assert not any(word in " ".join(thoughts) for word in ("1 search", "2 searches", "3 searches"))
+
+
+def test_unknown_plan_is_refused():
+    assert PLANS == ("count", "state")
+    with pytest.raises(ValueError, match="plan 'counted'"):
+        oracle_trajectory({"needs_search": True, "golden_answers": ["x"], "chain": []}, [], plan="counted")
