@@ -34,7 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.learning_report import check_report, markdown, plot, report_row, reward_windows, targets  # noqa: E402
+from benchmarks.learning_report import (check_report, markdown, paired_change, plot, report_row,  # noqa: E402
+                                        reward_windows, targets)
 from benchmarks.provenance import provenance, write_report  # noqa: E402
 
 BASELINES = ["direct", "cot", "rag", "react", "react_fewshot"]
@@ -51,6 +52,9 @@ RL_RUNS = {"rl_real": ("rl_stage2", ()), "rl_mixed": ("rl_mixed", ("coa.world_mo
            "rl_fidelity": ("rl_mixed", ("coa.schedule.kind=fidelity", "coa.schedule.calibration_sample=0.3",
                                         "coa.schedule.max_simulated_share=1.0", "coa.world_model.fidelity_sample=0.15"))}
 RL_START = "sft2_3"  # both RL runs start from SFT-2+3, the method's last SFT stage
+# the report's paired comparisons on the test questions (model keys: before -> after), where both were evaluated
+PAIRED = [("sft2", "sft2_3"), (RL_START, "rl_real"), (RL_START, "rl_mixed"), (RL_START, "rl_fidelity"),
+          ("rl_real", "rl_mixed"), ("rl_real", "rl_fidelity")]
 
 
 def choose_budget(curve: dict[int, float]) -> int:
@@ -248,6 +252,23 @@ class Bench:
         return curve, step, points[step]
 
 
+def best_sft(dev_em: dict[str, float | None]) -> str:
+    """The best SFT row, chosen on dev: the highest dev EM among the rows with one (SFT-2 and SFT-2+3, each at its
+    chosen step), the RL start on a tie or when none was evaluated on dev.
+
+    >>> best_sft({"sft2": 0.76, "sft2_3": 0.70}), best_sft({"sft2": 0.7, "sft2_3": 0.7}), best_sft({"sft2": None})
+    ('sft2', 'sft2_3', 'sft2_3')
+    """
+    known = {key: em for key, em in dev_em.items() if em is not None}
+    return max(known, key=lambda key: (known[key], key == RL_START)) if known else RL_START
+
+
+def ems_on_test(out: Path, key: str) -> dict[str, float]:
+    """One model's agent EM by test question id, from the test evaluation's records."""
+    path = out / "eval" / "test" / "records" / "toy" / f"agent ({key}).jsonl"
+    return {r["id"]: r["em"] for r in map(json.loads, path.read_text().splitlines()) if r["sample"] == 0}
+
+
 def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, Any]:
     """Per-step reward, real/simulated observations, world-model fidelity, zero-variance group share, step time."""
     from autocoa_verl.data.curriculum import zero_variance_share
@@ -397,9 +418,13 @@ def main(argv: list[str] | None = None) -> None:
              for key in models]
     em = {r["name"]: r["em"] for r in rows}
     timings = json.loads((out / "timings.json").read_text())
-    best_sft = max((n for n in em if n.startswith("SFT")), key=lambda n: em[n])
+    dev_em = {"sft2": curve.get(budget), "sft2_3": curve3.get(budget3)}
+    best = best_sft(dev_em)
+    paired = [{"from": names[a], "to": names[b], **paired_change(ems_on_test(out, a), ems_on_test(out, b))}
+              for a, b in PAIRED if a in models and b in models]
     report = {
-        "rows": rows, "best_sft_name": best_sft, "best_sft_em": em[best_sft], "rl_start": NAMES[RL_START],
+        "rows": rows, "best_sft_name": names[best], "best_sft_em": em[names[best]],
+        "best_sft_dev_em": dev_em.get(best), "paired": paired, "rl_start": NAMES[RL_START],
         "rl_start_em": em[NAMES[RL_START]], "rl_all_real_em": em.get("RL all-real"), "rl_mixed_em": em.get("RL 5:1"),
         "rl_reward_first5": rl_runs.get("RL all-real", {}).get("reward_first5"),
         "rl_reward_last5": rl_runs.get("RL all-real", {}).get("reward_last5"),

@@ -22,6 +22,33 @@ def reward_windows(rewards: list[float], window: int = 5) -> tuple[float, float]
     return sum(first) / len(first), sum(last) / len(last)
 
 
+def sign_test(gained: int, lost: int) -> float:
+    """Exact two-sided sign test: the chance of a split at least this uneven between questions one model gained and
+    questions it lost against another, if either were equally likely (questions both got right or wrong say nothing).
+
+    >>> round(sign_test(15, 14), 3), round(sign_test(5, 16), 3), sign_test(0, 0)
+    (1.0, 0.027, 1.0)
+    """
+    from math import comb
+
+    n, k = gained + lost, min(gained, lost)
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+
+def paired_change(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Question by question (EM by question id, the same questions on both sides): how many ``after`` gained and lost
+    against ``before``, and the sign test's p.
+
+    >>> paired_change({"a": 1.0, "b": 0.0, "c": 0.0}, {"a": 0.0, "b": 1.0, "c": 1.0})
+    {'gained': 2, 'lost': 1, 'p': 1.0}
+    """
+    if before.keys() != after.keys():
+        raise ValueError(f"paired_change: different questions ({len(before)} vs {len(after)})")
+    gained = sum(1 for q in before if after[q] > before[q])
+    lost = sum(1 for q in before if after[q] < before[q])
+    return {"gained": gained, "lost": lost, "p": sign_test(gained, lost)}
+
+
 def report_row(name: str, summary: dict, real_calls: int | None = None) -> dict:
     """One row of the report from an evaluation summary (``autocoa_verl.eval.harness.summarize``)."""
     return {"name": name, "em": summary["em"], "f1": summary["f1"],
@@ -47,7 +74,10 @@ def markdown(report: dict) -> str:
              f"split ({a['dev_questions']} questions): SFT-2 {report['sft2_budget']} steps, SFT-3 "
              f"{report['sft3_budget']} steps. RL: {a['rl_steps']} GRPO steps of {a['rl_questions']} "
              f"questions x {a['rl_n']} samples, lr {a['rl_lr']}, temperature {a['rl_temperature']}, on "
-             f"{report['rl_questions_kept']} curriculum questions.", "",
+             f"{report['rl_questions_kept']} curriculum questions.",
+             *([f"Best SFT row: {report['best_sft_name']}, the SFT row with the highest dev EM at its chosen step "
+                f"({report['best_sft_dev_em']:.3f}); RL starts from {report['rl_start']}."]
+               if report.get("best_sft_dev_em") is not None else []), "",
              *([f"Start of every row, baselines included: the base model after the read stage ({a['read_epochs']} "
                 "epochs of next-token loss on the corpus).", ""] if a.get("read_epochs") else []),
              "| model / method | EM | F1 | EM 0-hop | 1-hop | 2-hop | 3-hop | when-to-act | searches / q "
@@ -81,6 +111,9 @@ def markdown(report: dict) -> str:
         if rl.get("dev_curve"):
             lines[-1] += ("; dev EM by checkpoint " + ", ".join(f"{k}: {v:.3f}" for k, v in rl["dev_curve"].items())
                           + f"; the test row is step {rl['chosen_step']}")
+    if report.get("paired"):
+        lines += ["", "Paired on the test questions (gained / lost questions, exact two-sided sign test):", ""] + [
+            f"- {c['from']} -> {c['to']}: +{c['gained']} / -{c['lost']}, p = {c['p']:.3f}" for c in report["paired"]]
     lines += ["", "## Targets", ""] + [f"- {t}" for t in report["targets"]]
     return "\n".join(lines) + "\n"
 

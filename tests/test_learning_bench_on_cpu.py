@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from benchmarks.learning_bench import ROOT, Bench, _parser, choose_budget
-from benchmarks.learning_report import check_report, markdown, plot, report_row, reward_windows, targets
+from benchmarks.learning_bench import ROOT, Bench, _parser, best_sft, choose_budget, ems_on_test
+from benchmarks.learning_report import (check_report, markdown, paired_change, plot, report_row, reward_windows,
+                                        sign_test, targets)
 
 
 def _summary(em, hops=None):
@@ -145,6 +146,32 @@ def test_unknown_or_repeated_rl_schedules_are_refused(schedules, capsys):
     assert "expected a comma-separated subset of mixed,fidelity" in capsys.readouterr().err
 
 
+def test_best_sft_row_is_chosen_on_dev_and_the_rl_start_wins_ties():
+    assert best_sft({"sft2": 0.76, "sft2_3": 0.70}) == "sft2"
+    assert best_sft({"sft2": 0.70, "sft2_3": 0.72}) == "sft2_3"
+    assert best_sft({"sft2": 0.70, "sft2_3": 0.70}) == "sft2_3"
+    assert best_sft({"sft2": None, "sft2_3": None}) == "sft2_3"
+
+
+def test_sign_test_is_exact_and_two_sided():
+    assert sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
+    assert sign_test(5, 0) == sign_test(0, 5) == 2 / 32
+    assert abs(sign_test(34, 17) - 0.0244) < 1e-3 and abs(sign_test(5, 16) - 0.0266) < 1e-3
+
+
+def test_paired_change_counts_questions_and_refuses_different_question_sets(tmp_path):
+    records = tmp_path / "eval" / "test" / "records" / "toy"
+    records.mkdir(parents=True)
+    rows = [{"id": "q1", "sample": 0, "em": 1.0}, {"id": "q2", "sample": 0, "em": 0.0}, {"id": "q1", "sample": 1,
+                                                                                          "em": 0.0}]
+    (records / "agent (sft2).jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = ems_on_test(tmp_path, "sft2")
+    assert before == {"q1": 1.0, "q2": 0.0}  # the greedy sample only
+    assert paired_change(before, {"q1": 0.0, "q2": 1.0}) == {"gained": 1, "lost": 1, "p": 1.0}
+    with pytest.raises(ValueError, match="different questions"):
+        paired_change(before, {"q1": 1.0})
+
+
 def test_reward_windows_average_the_first_and_last_steps():
     assert reward_windows([0.0, 1.0]) == (0.5, 0.5)
     assert reward_windows([0.0] * 5 + [1.0] * 5) == (0.0, 1.0)
@@ -192,7 +219,13 @@ def test_report_carries_every_key_and_checks_the_targets():
             "simulated, c: simulated calibration step, R: real) csR, world-model answer-bearing 0.50 of 9, 0.62 of 8, "
             "0.75 of 3") in md
     assert md.count("world-model answer-bearing") == 1  # only the run that measured it
-    assert "read stage" not in md
+    assert "read stage" not in md and "Best SFT row" not in md and "Paired" not in md
+    report.update(best_sft_dev_em=0.76, paired=[{"from": "SFT-2+3", "to": "RL all-real", "gained": 15, "lost": 14,
+                                                 "p": 1.0}])
+    md = markdown(report)
+    assert "Best SFT row: SFT-2, the SFT row with the highest dev EM at its chosen step (0.760); RL starts from " \
+           "SFT-2+3." in md
+    assert "- SFT-2+3 -> RL all-real: +15 / -14, p = 1.000" in md
     report["settings"]["read_epochs"] = 10
     assert "baselines included: the base model after the read stage (10 epochs" in markdown(report)
     json.dumps(report)  # the report is plain JSON
