@@ -188,13 +188,22 @@ def row_labels(models: dict[str, str], methods: Sequence[str], baseline_model: s
 
 
 def _models(cfg: Any) -> dict[str, str]:
-    models = {str(k): str(v) for k, v in cfg.models.items()}
+    models = {str(k): str(Path(str(v)).resolve()) for k, v in cfg.models.items()}
     if not models:
         raise ConfigError("models: name at least one model (models.NAME=/path/to/hf_dir)")
     for name, path in models.items():
         if not (Path(path) / "config.json").is_file():
             raise ConfigError(f"models.{name}={path!r}: no Hugging Face model there (config.json)")
     return models
+
+
+def _check_same_model(file: RecordFile, name: str, path: str) -> None:
+    """A resumed row must be the same model: records made with another model path are refused, not mixed in
+    (records written before ``model_path`` was recorded are taken as they are)."""
+    made = {r["model_path"] for r in file.records if "model_path" in r} - {path}
+    if made:
+        raise ConfigError(f"{file.path}: its records were made with {sorted(made)[0]}, not models.{name}={path}; "
+                          "give another out_dir or move that file away")
 
 
 def _fewshot_exemplars(cfg: Any, datasets: dict[str, list[dict]]) -> list[dict]:
@@ -240,8 +249,8 @@ def _run_model(cfg: Any, model_name: str, model_path: str, todo: list[tuple], fi
                 for start in range(0, len(rows), cfg.batch_size):
                     batch = rows[start : start + cfg.batch_size]
                     records = await methods.run(method, batch, sample)
-                    files[dataset, label].add({**r, "label": label, "model": model_name, "sample": sample}
-                                              for r in records)
+                    files[dataset, label].add({**r, "label": label, "model": model_name, "model_path": model_path,
+                                               "sample": sample} for r in records)
                     done, correct = done + len(batch), correct + sum(r["em"] for r in records)
                     print(f"[eval] {dataset} | {label} | sample {sample}: {done}/{len(rows)} questions, "
                           f"EM so far {correct / done:.3f} ({time.perf_counter() - start_s:.0f} s)", flush=True)
@@ -268,6 +277,8 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     exemplars = _fewshot_exemplars(cfg, datasets)
     files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl")
              for d in datasets for label, _, _ in plan}
+    for (d, label), file in files.items():
+        _check_same_model(file, *next((name, models[name]) for lbl, name, _ in plan if lbl == label))
     (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     for model_name, model_path in models.items():

@@ -2,6 +2,7 @@
 questions; the report files are produced, parse, and a re-run resumes instead of redoing."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,25 @@ def test_a_rerun_resumes_without_starting_an_engine(evaluated, monkeypatch):
     assert run_evaluation(cfg) == summary
     lines = (out / "records" / "toy" / "direct.jsonl").read_text().splitlines()
     assert len(lines) == 4
+
+
+def test_a_rerun_with_another_model_under_the_same_label_is_refused(evaluated, tmp_path, monkeypatch):
+    import shutil
+
+    import autocoa_verl.agent.standalone as standalone
+    from autocoa_verl.errors import ConfigError
+
+    import copy
+
+    cfg, out = copy.deepcopy(evaluated[0]), evaluated[2]
+    records = [json.loads(line) for line in open(out / "records" / "toy" / "agent (taught).jsonl")]
+    assert {r["model_path"] for r in records} == {str(Path(cfg.models.taught).resolve())}
+    other = shutil.copytree(cfg.models.taught, tmp_path / "other")
+    cfg.models.taught = str(other)
+    monkeypatch.setattr(standalone, "LocalVLLMServer", lambda *a, **k: pytest.fail("refused before any engine"))
+    with pytest.raises(ConfigError, match=r"\.jsonl: its records were made with .*, not models.taught=.*other; "
+                                          r"give another out_dir"):
+        run_evaluation(cfg)
 
 
 def test_a_bad_dataset_file_names_file_line_and_field(tmp_path):
