@@ -34,8 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.learning_report import (check_report, markdown, paired_change, plot, report_row,  # noqa: E402
-                                        reward_windows, targets)
+from benchmarks.learning_report import (check_report, early_stops, markdown, paired_change, plot,  # noqa: E402
+                                        report_row, reward_windows, targets)
 from benchmarks.provenance import provenance, write_report  # noqa: E402
 
 BASELINES = ["direct", "cot", "rag", "react", "react_fewshot"]
@@ -263,10 +263,15 @@ def best_sft(dev_em: dict[str, float | None]) -> str:
     return max(known, key=lambda key: (known[key], key == RL_START)) if known else RL_START
 
 
-def ems_on_test(out: Path, key: str) -> dict[str, float]:
-    """One model's agent EM by test question id, from the test evaluation's records."""
+def records_on_test(out: Path, key: str) -> list[dict]:
+    """One model's agent records on the test split (the greedy sample), from the test evaluation."""
     path = out / "eval" / "test" / "records" / "toy" / f"agent ({key}).jsonl"
-    return {r["id"]: r["em"] for r in map(json.loads, path.read_text().splitlines()) if r["sample"] == 0}
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["sample"] == 0]
+
+
+def ems_on_test(out: Path, key: str) -> dict[str, float]:
+    """One model's agent EM by test question id."""
+    return {r["id"]: r["em"] for r in records_on_test(out, key)}
 
 
 def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, Any]:
@@ -414,8 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [report_row(m, test[m]) for m in BASELINES]
     # with the read stage, the "base" row (and the baselines) are the model that has read the corpus
     names = {**NAMES, "base": "read corpus (agent)"} if args.read_epochs else NAMES
-    rows += [report_row(names[key], test[f"agent ({key})"], rl_runs.get(NAMES[key], {}).get("real_calls"))
-             for key in models]
+    rows += [report_row(names[key], test[f"agent ({key})"], rl_runs.get(NAMES[key], {}).get("real_calls"),
+                        early_stops(records_on_test(out, key))) for key in models]
     em = {r["name"]: r["em"] for r in rows}
     timings = json.loads((out / "timings.json").read_text())
     dev_em = {"sft2": curve.get(budget), "sft2_3": curve3.get(budget3)}

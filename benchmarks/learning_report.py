@@ -49,12 +49,22 @@ def paired_change(before: dict[str, float], after: dict[str, float]) -> dict[str
     return {"gained": gained, "lost": lost, "p": sign_test(gained, lost)}
 
 
-def report_row(name: str, summary: dict, real_calls: int | None = None) -> dict:
+def early_stops(records: list[dict]) -> float | None:
+    """The share of search questions answered after fewer searches than their hops (the agent stopped early).
+
+    >>> early_stops([{"hops": 3, "searches": 2}, {"hops": 2, "searches": 2}, {"hops": 0, "searches": 0}])
+    0.5
+    """
+    searched = [r for r in records if r.get("hops")]
+    return sum(r["searches"] < r["hops"] for r in searched) / len(searched) if searched else None
+
+
+def report_row(name: str, summary: dict, real_calls: int | None = None, stopped_early: float | None = None) -> dict:
     """One row of the report from an evaluation summary (``autocoa_verl.eval.harness.summarize``)."""
     return {"name": name, "em": summary["em"], "f1": summary["f1"],
             "em_by_hops": {k: v["em"] for k, v in summary.get("em_by_hops", {}).items()},
             "when_to_act": summary.get("when_to_act"), "searches_per_q": summary["searches"],
-            "real_calls": real_calls}
+            "stopped_early": stopped_early, "real_calls": real_calls}
 
 
 def check_report(report: dict) -> None:
@@ -80,15 +90,18 @@ def markdown(report: dict) -> str:
                if report.get("best_sft_dev_em") is not None else []), "",
              *([f"Start of every row, baselines included: the base model after the read stage ({a['read_epochs']} "
                 "epochs of next-token loss on the corpus).", ""] if a.get("read_epochs") else []),
+             "Stopped early: the share of search questions the agent answered after fewer searches than their hops.",
+             "",
              "| model / method | EM | F1 | EM 0-hop | 1-hop | 2-hop | 3-hop | when-to-act | searches / q "
-             "| real calls in RL |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| stopped early | real calls in RL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     for r in report["rows"]:
         hops = [fmt(r["em_by_hops"].get(str(h))) for h in range(4)]
         calls = "—" if r["real_calls"] is None else str(r["real_calls"])
         lines.append(f"| {r['name']} | {r['em']:.3f} | {r['f1']:.3f} | " + " | ".join(hops) +
-                     f" | {fmt(r['when_to_act'])} | {r['searches_per_q']:.2f} | {calls} |")
+                     f" | {fmt(r['when_to_act'])} | {r['searches_per_q']:.2f} | {fmt(r.get('stopped_early'))}"
+                     f" | {calls} |")
     for stage, key in (("SFT-2", "sft_curve"), ("SFT-3", "sft3_curve")):
         if report.get(key):
             lines += ["", f"{stage} curve (dev EM by steps): " + ", ".join(

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from benchmarks.learning_bench import ROOT, Bench, _parser, best_sft, choose_budget, ems_on_test
-from benchmarks.learning_report import (check_report, markdown, paired_change, plot, report_row, reward_windows,
-                                        sign_test, targets)
+from benchmarks.learning_report import (check_report, early_stops, markdown, paired_change, plot, report_row,
+                                        reward_windows, sign_test, targets)
 
 
 def _summary(em, hops=None):
@@ -172,6 +172,14 @@ def test_paired_change_counts_questions_and_refuses_different_question_sets(tmp_
         paired_change(before, {"q1": 1.0})
 
 
+def test_early_stops_count_search_questions_answered_after_too_few_searches():
+    records = [{"hops": 3, "searches": 2}, {"hops": 3, "searches": 4}, {"hops": 1, "searches": 0},
+               {"hops": 2, "searches": 2}, {"hops": 0, "searches": 1}]
+    assert early_stops(records) == 0.5  # 2 of the 4 search questions; the no-search question does not count
+    assert early_stops([{"hops": 0, "searches": 0}]) is None
+    assert report_row("SFT-2", _summary(0.5), stopped_early=0.25)["stopped_early"] == 0.25
+
+
 def test_reward_windows_average_the_first_and_last_steps():
     assert reward_windows([0.0, 1.0]) == (0.5, 0.5)
     assert reward_windows([0.0] * 5 + [1.0] * 5) == (0.0, 1.0)
@@ -211,7 +219,7 @@ def test_report_carries_every_key_and_checks_the_targets():
     alone = targets({**report, "rl_mixed_em": None, "mixed_real_calls": None})
     assert "fewer real calls than 5:1: 5:1 not run, not measured (NOT met)" in "\n".join(alone)
     md = markdown(report)
-    assert "| SFT-2 | 0.620 | 0.620 | — | 0.950 | 0.600 | 0.300 | 0.900 | 1.00 | — |" in md
+    assert "| SFT-2 | 0.620 | 0.620 | — | 0.950 | 0.600 | 0.300 | 0.900 | 1.00 | — | — |" in md
     assert "lr 0.0001 (SFT-3: 3e-05); budgets chosen on the dev split (100 questions): SFT-2 30 steps, SFT-3 20" in md
     assert "SFT-3 curve (dev EM by steps): 10: 0.500, 20: 0.600" in md
     assert "| RL all-real | 0.700 |" in md and "zero-variance group share per step 0.50, —" in md
