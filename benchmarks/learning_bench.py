@@ -320,7 +320,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--read-epochs", type=int, default=0,
                         help="epochs of the read stage over the corpus before SFT (0: start from the base model; "
                              "10: knowledge.md's recipe, ~45 min on 2 cores)")
-    parser.add_argument("--oracle-plan", choices=["count", "state"], default="count",
+    parser.add_argument("--oracle-plan", choices=["state", "count"], default="state",
                         help="how the oracle's thoughts track the plan (autocoa_verl.data.oracle --plan); the SFT "
                              "data of an --out is written once, so a change needs a new --out")
     parser.add_argument("--sft1-steps", type=int, default=20)

@@ -94,7 +94,7 @@ def test_the_oracle_plan_reaches_the_oracle_and_a_changed_plan_is_refused_on_res
         d.mkdir()
         (d / name).write_text("{}")
     args = ["--out", str(tmp_path / "out"), "--toy", str(toy), "--model", str(model)]
-    bench = Bench(_parser().parse_args(args + ["--oracle-plan", "state"]))
+    bench = Bench(_parser().parse_args(args + ["--oracle-plan", "count"]))
     commands = []
 
     def call(name, cmd):  # the oracle writes its two files
@@ -105,10 +105,13 @@ def test_the_oracle_plan_reaches_the_oracle_and_a_changed_plan_is_refused_on_res
     monkeypatch.setattr(bench, "call", call)
     bench.data()
     (cmd,) = commands
-    assert cmd[cmd.index("--plan") + 1] == "state"
+    assert cmd[cmd.index("--plan") + 1] == "count"
     bench.data()  # the same plan: reused
     assert len(commands) == 1
-    with pytest.raises(SystemExit, match="written with --oracle-plan state, not count; use a new --out"):
+    with pytest.raises(SystemExit, match="written with --oracle-plan count, not state; use a new --out"):
+        Bench(_parser().parse_args(args)).data()  # the default plan: state
+    (tmp_path / "out" / "sft" / "oracle_plan.txt").unlink()  # data from before the plan was recorded: count
+    with pytest.raises(SystemExit, match="written with --oracle-plan count, not state"):
         Bench(_parser().parse_args(args)).data()
 
 

@@ -58,33 +58,34 @@ def _aspects(row: dict) -> list[str]:
     return [RELATIONS[name].query.replace("{x}", "").strip() for name in row["kind"].split("+")]
 
 
-# how a search question's thoughts track the plan (``--plan``): "count" opens with the number of searches; "state"
-# names no number, and every thought after a search restates the steps left, so that whether to search again is
-# read off the thought before it (with "count", a 3-hop question was answered after two searches: learning_2h.md)
-PLANS = ("count", "state")
+# how a search question's thoughts track the plan (``--plan``): "state" names no number, and every thought after a
+# search restates the steps left, so that whether to search again is read off the thought before it; "count" (the
+# format before it) opens with the number of searches, which the model guessed first and then stopped by: 2- and
+# 3-hop questions answered one search short (learning_2h.md against learning_state.md)
+PLANS = ("state", "count")
 
 
 def oracle_trajectory(row: dict, observations: Sequence[str], preset: str = DEFAULT_PRESET,
-                      plan: str = "count") -> list[dict[str, str]]:
+                      plan: str = "state") -> list[dict[str, str]]:
     """The oracle's trajectory for one toy-world question row (with ``chain``, ``kind`` and ``needs_search``).
 
-    A search question opens with a plan that says how many searches it takes and what each looks up (so the number
-    of hops is decided once, from the question); each later thought reads the found fact and forms the next query
-    from the plan; the last says so and answers::
-
-        <think>I need 2 searches: Arlo Venn birthplace, then founder.</think>
-        <search> Arlo Venn birthplace </search>  [observation]
-        <think>Arlo Venn birthplace: Quessly. Next: Quessly founder.</think>
-        <search> Quessly founder </search>  [observation]
-        <think>Quessly founder: Mira Oltan. That was the last search.</think><answer>Mira Oltan</answer>
-
-    With ``plan="state"`` the plan names no number and each thought carries the steps left::
+    A search question opens with a plan that names what each search looks up (so the number of hops is decided
+    once, from the question); each later thought reads the found fact, restates the steps left and forms the next
+    query from them; the last says nothing is left and answers::
 
         <think>I need to look up: Arlo Venn birthplace, then founder.</think>
         <search> Arlo Venn birthplace </search>  [observation]
         <think>Arlo Venn birthplace: Quessly. Left: founder. Next: Quessly founder.</think>
         <search> Quessly founder </search>  [observation]
         <think>Quessly founder: Mira Oltan. Nothing is left.</think><answer>Mira Oltan</answer>
+
+    With ``plan="count"`` the plan opens with the number of searches and no thought restates what is left::
+
+        <think>I need 2 searches: Arlo Venn birthplace, then founder.</think>
+        ...
+        <think>Arlo Venn birthplace: Quessly. Next: Quessly founder.</think>
+        ...
+        <think>Quessly founder: Mira Oltan. That was the last search.</think><answer>Mira Oltan</answer>
 
     Args:
         row: the question, with its gold chain.
@@ -170,7 +171,7 @@ def distractor(row: dict, pool: dict[str, list[str]]) -> str:
 
 
 def oracle_pairs(row: dict, observations: Sequence[str], wrong_answer: str, preset: str = DEFAULT_PRESET,
-                 plan: str = "count") -> list[dict[str, Any]]:
+                 plan: str = "state") -> list[dict[str, Any]]:
     """Step-level *when to act* pairs for one question: a shared prefix, a chosen and a rejected continuation.
 
     At each step of a search question the prefix ends with the thought that names the unknown fact; *chosen*
@@ -196,7 +197,7 @@ def oracle_pairs(row: dict, observations: Sequence[str], wrong_answer: str, pres
 
 
 def write_oracle_parquet(questions_path: str | Path, out_path: str | Path, observations: Observations,
-                         pairs_path: str | Path | None = None, plan: str = "count") -> dict[str, int]:
+                         pairs_path: str | Path | None = None, plan: str = "state") -> dict[str, int]:
     """Writes the oracle's trajectories and, given ``pairs_path``, its contrastive pairs, in the formats of
     :mod:`autocoa_verl.data.sft_files` (``plan`` as for :func:`oracle_trajectory`). Returns the counts:
     ``trajectories``, ``pairs``, and ``skipped`` (questions whose gold passage the retriever did not return at some
@@ -247,9 +248,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="passages per search, as coa.retriever.topk (default %(default)s)")
     parser.add_argument("--max-observation-tokens", type=int, default=ROLLOUT_OBSERVATION_TOKENS,
                         help="observation budget, as coa.max_observation_tokens (default %(default)s)")
-    parser.add_argument("--plan", choices=PLANS, default="count",
-                        help="how thoughts track the plan: count (the first says how many searches) or state (each "
-                             "restates the steps left); default %(default)s")
+    parser.add_argument("--plan", choices=PLANS, default="state",
+                        help="how thoughts track the plan: state (each restates the steps left) or count (the first "
+                             "says how many searches: the format of reports before learning_state.md); default "
+                             "%(default)s")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 

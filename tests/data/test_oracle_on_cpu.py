@@ -22,7 +22,7 @@ def _texts(observe, row):
     return [text for text, _ in observe([step["query"] for step in row["chain"]])]
 
 
-@pytest.mark.parametrize("preset,plan", [("search_r1", "count"), ("autocoa", "count"), ("search_r1", "state")])
+@pytest.mark.parametrize("preset,plan", [("search_r1", "state"), ("autocoa", "state"), ("search_r1", "count")])
 def test_every_oracle_trajectory_scores_correct_and_well_formed(toy_world_dir, bm25, tiny_tokenizer, preset, plan):
     p = get_preset(preset)
     observe = _observe(bm25, tiny_tokenizer, preset)
@@ -145,7 +145,7 @@ def test_oracle_cli_writes_pairs(toy_world_dir, tiny_model_dir, tmp_path):
 
 def test_state_plan_names_no_count_and_each_thought_carries_the_steps_left(toy_world_dir, bm25, tiny_tokenizer):
     row = next(r for r in _rows(toy_world_dir) if r["hops"] == 3)
-    segments = oracle_trajectory(row, _texts(_observe(bm25, tiny_tokenizer), row), plan="state")
+    segments = oracle_trajectory(row, _texts(_observe(bm25, tiny_tokenizer), row))  # the default plan
     thoughts = [s["text"].split("</think>")[0].removeprefix("<think>") for s in segments if s["source"] == "model"]
     first, second, third, last = thoughts
     chain = row["chain"]
@@ -159,6 +159,6 @@ def test_state_plan_names_no_count_and_each_thought_carries_the_steps_left(toy_w
 
 
 def test_unknown_plan_is_refused():
-    assert PLANS == ("count", "state")
+    assert PLANS == ("state", "count")
     with pytest.raises(ValueError, match="plan 'counted'"):
         oracle_trajectory({"needs_search": True, "golden_answers": ["x"], "chain": []}, [], plan="counted")
