@@ -14,7 +14,8 @@ Stages (each resumable: a finished stage's outputs are reused on a re-run with t
    and settings: 5:1 simulated:real (``mixed``) and the fidelity-gated schedule (``fidelity``); a checkpoint every
    ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
 6. Test split (all questions, greedy): the base model with direct / CoT / RAG / ReAct zero- and few-shot, and the
-   agent on every model.
+   agent on every model. The report's best SFT row is the SFT row with the highest dev EM; its paired comparisons
+   count the test questions each model gained and lost against another, with an exact sign test.
 
 Run: ``make bench-learning`` or ``python benchmarks/learning_bench.py --out build/bench/learning [--quick] [--help]``.
 Writes ``report.json``, ``report.md`` and ``curves.png`` into ``--out``.
