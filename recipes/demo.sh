@@ -62,10 +62,13 @@ $PY -m autocoa_verl.eval.recall --url "$RETRIEVER_URL" --questions "$BUILD/toy/t
   || fail "retriever" "$BUILD/demo-retriever.log"
 timing "retriever"
 
-step "4/6 RL questions: $RL_QUESTIONS training questions x 4 samples of the SFT-3 model, kept where 0 < pass rate < 1"
+# kept: questions the SFT-3 model solved in 2 or 3 of its 4 samples. A GRPO group learns only where its rewards
+# differ, and two steps of 2 questions x 4 leave no room for groups that rarely do: from 1 of 4 (pass 0.25) a
+# group of 4 fails entirely a third of the time (a demo step once scored 0 on two such questions)
+step "4/6 RL questions: $RL_QUESTIONS training questions x 4 samples of the SFT-3 model, kept where 0.25 < pass rate < 1"
 rl_data="$BUILD/rl/demo_curriculum.parquet"
 $PY -m autocoa_verl.data.curriculum --model "$model" --questions "$BUILD/toy/train.jsonl" \
-  --retriever-url "$RETRIEVER_URL" \
+  --retriever-url "$RETRIEVER_URL" --low 0.25 \
   --out "$rl_data" --limit "$RL_QUESTIONS" --samples 4 --response-length 768 --keep-all-if-none --min-rows 2 \
   > "$BUILD/demo-curriculum.log" 2>&1 || fail "RL curriculum" "$BUILD/demo-curriculum.log"
 tail -1 "$BUILD/demo-curriculum.log" | sed 's/^/  /'
