@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.learning_report import (check_report, early_stops, markdown, paired_change, plot,  # noqa: E402
                                         report_row, reward_windows, targets)
+from autocoa_verl.data.oracle import PLANS  # noqa: E402
 from benchmarks.provenance import provenance, write_report  # noqa: E402
 
 BASELINES = ["direct", "cot", "rag", "react", "react_fewshot"]
@@ -270,9 +271,9 @@ def records_on_test(out: Path, key: str) -> list[dict]:
     return [r for r in map(json.loads, path.read_text().splitlines()) if r["sample"] == 0]
 
 
-def ems_on_test(out: Path, key: str) -> dict[str, float]:
-    """One model's agent EM by test question id."""
-    return {r["id"]: r["em"] for r in records_on_test(out, key)}
+def ems_by_id(records: list[dict]) -> dict[str, float]:
+    """EM by question id."""
+    return {r["id"]: r["em"] for r in records}
 
 
 def rl_summary(steps: dict[int, dict[str, float]], dump_dir: Path) -> dict[str, Any]:
@@ -321,7 +322,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--read-epochs", type=int, default=0,
                         help="epochs of the read stage over the corpus before SFT (0: start from the base model; "
                              "10: knowledge.md's recipe, ~45 min on 2 cores)")
-    parser.add_argument("--oracle-plan", choices=["state", "count"], default="state",
+    parser.add_argument("--oracle-plan", choices=PLANS, default=PLANS[0],
                         help="how the oracle's thoughts track the plan (autocoa_verl.data.oracle --plan); the SFT "
                              "data of an --out is written once, so a change needs a new --out")
     parser.add_argument("--sft1-steps", type=int, default=20)
@@ -420,13 +421,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = [report_row(m, test[m]) for m in BASELINES]
     # with the read stage, the "base" row (and the baselines) are the model that has read the corpus
     names = {**NAMES, "base": "read corpus (agent)"} if args.read_epochs else NAMES
+    records = {key: records_on_test(out, key) for key in models}
     rows += [report_row(names[key], test[f"agent ({key})"], rl_runs.get(NAMES[key], {}).get("real_calls"),
-                        early_stops(records_on_test(out, key))) for key in models]
+                        early_stops(records[key])) for key in models]
     em = {r["name"]: r["em"] for r in rows}
     timings = json.loads((out / "timings.json").read_text())
     dev_em = {"sft2": curve.get(budget), "sft2_3": curve3.get(budget3)}
     best = best_sft(dev_em)
-    paired = [{"from": names[a], "to": names[b], **paired_change(ems_on_test(out, a), ems_on_test(out, b))}
+    paired = [{"from": names[a], "to": names[b], **paired_change(ems_by_id(records[a]), ems_by_id(records[b]))}
               for a, b in PAIRED if a in models and b in models]
     report = {
         "rows": rows, "best_sft_name": names[best], "best_sft_em": em[names[best]],

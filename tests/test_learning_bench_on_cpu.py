@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks.learning_bench import ROOT, Bench, _parser, best_sft, choose_budget, ems_on_test
+from benchmarks.learning_bench import ROOT, Bench, _parser, best_sft, choose_budget, ems_by_id, records_on_test
 from benchmarks.learning_report import (check_report, early_stops, markdown, paired_change, plot, report_row,
                                         reward_windows, sign_test, targets)
 
@@ -168,7 +168,7 @@ def test_paired_change_counts_questions_and_refuses_different_question_sets(tmp_
     rows = [{"id": "q1", "sample": 0, "em": 1.0}, {"id": "q2", "sample": 0, "em": 0.0}, {"id": "q1", "sample": 1,
                                                                                           "em": 0.0}]
     (records / "agent (sft2).jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    before = ems_on_test(tmp_path, "sft2")
+    before = ems_by_id(records_on_test(tmp_path, "sft2"))
     assert before == {"q1": 1.0, "q2": 0.0}  # the greedy sample only
     assert paired_change(before, {"q1": 0.0, "q2": 1.0}) == {"gained": 1, "lost": 1, "p": 1.0}
     with pytest.raises(ValueError, match="different questions"):

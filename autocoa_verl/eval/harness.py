@@ -277,8 +277,9 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     exemplars = _fewshot_exemplars(cfg, datasets)
     files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl")
              for d in datasets for label, _, _ in plan}
-    for (d, label), file in files.items():
-        _check_same_model(file, *next((name, models[name]) for lbl, name, _ in plan if lbl == label))
+    model_of = {label: name for label, name, _ in plan}
+    for (_, label), file in files.items():
+        _check_same_model(file, model_of[label], models[model_of[label]])
     (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     for model_name, model_path in models.items():
