@@ -24,6 +24,7 @@ Writes ``report.json``, ``report.md`` and ``curves.png`` into ``--out``.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -170,6 +171,9 @@ class Bench:
         """``recipes/evaluate.py`` (resumable) on one split; baselines run on the first model. Returns the summary by
         row label."""
         out = self.out / "eval" / name
+        for moved in set_aside_superseded(out / "records", models):
+            print(f"[eval-{name}] {moved.parent.parent.name}/{moved.name}: made with a checkpoint this run no longer "
+                  f"chooses; moved to {moved.parent.name}/", flush=True)
         spec = "{" + ", ".join(f"{k}: {v}" for k, v in models.items()) + "}"
         self.call(f"eval-{name}", [
             sys.executable, str(ROOT / "recipes" / "evaluate.py"), "~models", f"+models={spec}",
@@ -252,6 +256,24 @@ class Bench:
         curve = {s: dev[f"agent (step{s})"]["em"] for s in points}
         step = choose_budget(curve)
         return curve, step, points[step]
+
+
+def set_aside_superseded(records: Path, models: dict[str, Path]) -> list[Path]:
+    """Moves each records file (``records/<dataset>/<label>.jsonl``) whose model key now names another checkpoint
+    (a re-run with more steps whose dev choice moved) into ``superseded/`` beside it, numbered, so that the row is
+    evaluated again rather than refused; returns the moved files' new paths. Nothing is deleted."""
+    moved = []
+    for path in sorted(records.glob("*/*.jsonl")):
+        with open(path) as f:
+            first = json.loads(f.readline() or "{}")
+        key, made = first.get("model"), first.get("model_path")
+        if key not in models or made is None or made == str(Path(models[key]).resolve()):
+            continue
+        parked = path.parent / "superseded"
+        parked.mkdir(exist_ok=True)
+        target = parked / f"{path.stem}.{len(list(parked.glob(f'{glob.escape(path.stem)}.*.jsonl')))}.jsonl"
+        moved.append(path.rename(target))
+    return moved
 
 
 def best_sft(dev_em: dict[str, float | None]) -> str:
