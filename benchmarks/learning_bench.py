@@ -9,7 +9,8 @@ Stages (each resumable: a finished stage's outputs are reused on a re-run with t
 3. SFT-3 (world model) from the chosen SFT-2, at its own lr (``--sft3-lr``), a checkpoint every
    ``--sft3-save-every`` steps and its budget chosen on dev the same way; optionally SFT-1 and SFT-1+2
    (``--sft12-steps``).
-4. RL curriculum: the SFT-3 model's pass rate on training questions; keep 0 < pass < 1.
+4. RL curriculum: the SFT-3 model's pass rate on training questions; keep 0 < pass < 1 (with
+   ``--curriculum-greedy-wrong``, only among the questions it answers wrong greedily).
 5. GRPO from SFT-3 with all-real observations, then once per schedule of ``--rl-schedules`` with the same questions
    and settings: 5:1 simulated:real (``mixed``) and the fidelity-gated schedule (``fidelity``); a checkpoint every
    ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
@@ -194,7 +195,8 @@ class Bench:
                                      str(self.toy / "corpus.jsonl"), "--index-dir", str(self.out / "bm25-index"),
                                      "--out", str(path), "--samples", str(a.curriculum_samples), "--limit",
                                      str(a.curriculum_questions), "--temperature", str(a.rl_temperature),
-                                     "--response-length", str(a.response_length), "--min-rows", str(a.rl_questions)])
+                                     "--response-length", str(a.response_length), "--min-rows", str(a.rl_questions),
+                                     *(["--greedy-wrong"] if a.curriculum_greedy_wrong else [])])
         return path
 
     def rl(self, name: str, model: Path, data: Path) -> dict[int, dict[str, float]]:
@@ -357,6 +359,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline-tokens", type=int, default=256, help="tokens per baseline generation (turn)")
     parser.add_argument("--curriculum-questions", type=int, default=128)
     parser.add_argument("--curriculum-samples", type=int, default=4)
+    parser.add_argument("--curriculum-greedy-wrong", action="store_true",
+                        help="keep only the questions the RL start answers wrong greedily (curriculum --greedy-wrong)")
     parser.add_argument("--rl-steps", type=int, default=8)
     parser.add_argument("--rl-questions", type=int, default=4, help="questions per GRPO step")
     parser.add_argument("--rl-n", type=int, default=8, help="samples per question (the GRPO group)")

@@ -84,7 +84,8 @@ def markdown(report: dict) -> str:
              f"split ({a['dev_questions']} questions): SFT-2 {report['sft2_budget']} steps, SFT-3 "
              f"{report['sft3_budget']} steps. RL: {a['rl_steps']} GRPO steps of {a['rl_questions']} "
              f"questions x {a['rl_n']} samples, lr {a['rl_lr']}, temperature {a['rl_temperature']}, on "
-             f"{report['rl_questions_kept']} curriculum questions.",
+             f"{report['rl_questions_kept']} curriculum questions"
+             f"{' (among those the start answers wrong greedily)' if a.get('curriculum_greedy_wrong') else ''}.",
              *([f"Best SFT row: {report['best_sft_name']}, the SFT row with the highest dev EM at its chosen step "
                 f"({report['best_sft_dev_em']:.3f}); RL starts from {report['rl_start']}."]
                if report.get("best_sft_dev_em") is not None else []), "",

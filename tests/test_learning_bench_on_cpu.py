@@ -138,6 +138,16 @@ def test_the_oracle_plan_reaches_the_oracle_and_a_changed_plan_is_refused_on_res
         Bench(_parser().parse_args(args)).data()
 
 
+@pytest.mark.parametrize("flag", [[], ["--curriculum-greedy-wrong"]])
+def test_the_curriculum_keeps_greedy_wrong_questions_only_when_asked(tmp_path, monkeypatch, flag):
+    bench = Bench(_parser().parse_args(["--out", str(tmp_path), "--curriculum-questions", "512", *flag]))
+    commands = []
+    monkeypatch.setattr(bench, "call", lambda name, cmd: commands.append(cmd))
+    bench.curriculum(tmp_path / "sft3")
+    (cmd,) = commands
+    assert cmd[cmd.index("--limit") + 1] == "512" and ("--greedy-wrong" in cmd) == bool(flag)
+
+
 def test_bad_read_epochs_are_refused():
     out = subprocess.run([sys.executable, "benchmarks/learning_bench.py", "--read-epochs", "-1"], cwd=ROOT,
                          capture_output=True, text=True)

@@ -1,7 +1,9 @@
 """RL questions that can teach: estimate the start policy's pass rate on each training question, keep the ones it
 sometimes gets right and sometimes not (0 < pass rate < 1). A GRPO group whose rewards are all equal has zero
 advantage everywhere and gives no gradient (DAPO's observation); filtering before training spends the rollouts on
-groups that carry signal.
+groups that carry signal. With ``--greedy-wrong`` only the questions the policy answers wrong greedily (as evaluation
+does) are sampled and kept: a GRPO step that only sharpens answers the policy already gives greedily raises the
+sampled reward without changing what evaluation measures.
 
 Run: ``python -m autocoa_verl.data.curriculum --model MODEL --questions build/toy/train.jsonl
 --corpus build/toy/corpus.jsonl --out build/rl/train_curriculum.parquet [--samples 4 --limit 256]`` (``--help``).
@@ -98,6 +100,23 @@ def pass_rates(rollout, rows: Sequence[dict], samples: int, sampling: dict[str, 
     return {key: {"pass_rate": statistics.fmean(values), "rewards": values} for key, values in rewards.items()}
 
 
+def measure(rollout, rows: Sequence[dict], samples: int, temperature: float,
+            greedy_wrong: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Per question id: its :func:`pass_rates` at ``temperature``. With ``greedy_wrong``, each question is first
+    answered greedily (as evaluation does; ``"greedy"``: that answer's reward) and only the ones it gets wrong are
+    sampled; the others carry no ``pass_rate`` and are never kept. Sampled rewards rise when RL only sharpens the
+    policy towards the answers it already gives greedily; these questions are where the greedy answer must change."""
+    from autocoa_verl.agent.standalone import sampling_params
+
+    sampling = sampling_params(temperature=temperature)
+    if not greedy_wrong:
+        return pass_rates(rollout, rows, samples, sampling, progress=progress)
+    greedy = pass_rates(rollout, rows, 1, sampling_params(temperature=0.0), progress=progress)
+    wrong = [row for row in rows if greedy[str(row["id"])]["pass_rate"] < 1.0]
+    sampled = pass_rates(rollout, wrong, samples, sampling, progress=progress) if wrong else {}
+    return {key: {"greedy": g["pass_rate"], **sampled.get(key, {})} for key, g in greedy.items()}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Keep the RL training questions the start policy sometimes "
                                                  "answers right and sometimes not (0 < pass rate < 1).")
@@ -120,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stratify", metavar="FIELD",
                         help="write the kept rows dealt round-robin over this field's values (e.g. hops), so that "
                              "RL batches read in order (data.shuffle=false) hold one question of each")
+    parser.add_argument("--greedy-wrong", action="store_true",
+                        help="answer each question greedily first and sample (and keep) only those it gets wrong: "
+                             "RL then trains where evaluation's greedy answer must change")
     parser.add_argument("--keep-all-if-none", action="store_true",
                         help="write every question (with a warning) when none has a mixed pass rate, instead of "
                              "failing")
@@ -131,7 +153,7 @@ def _measure(args: argparse.Namespace, rows: list[dict], index_dir: Path) -> dic
     """:func:`pass_rates` of ``args.model`` on ``rows``, against ``args.retriever_url`` or a bm25 of the corpus."""
     from contextlib import nullcontext
 
-    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config, sampling_params
+    from autocoa_verl.agent.standalone import LocalVLLMServer, StandaloneRollout, compose_rl_config
     from retriever_server.serve import serve_bm25
 
     with nullcontext(args.retriever_url) if args.retriever_url else serve_bm25(args.corpus, index_dir) as url:
@@ -139,8 +161,8 @@ def _measure(args: argparse.Namespace, rows: list[dict], index_dir: Path) -> dic
                                     f"coa.retriever.url={url}", f"coa.preset={args.preset}"])
         server = LocalVLLMServer(args.model, max_model_len=2048)
         try:
-            return pass_rates(StandaloneRollout(config, server), rows, args.samples,
-                              sampling_params(temperature=args.temperature))
+            return measure(StandaloneRollout(config, server), rows, args.samples, args.temperature,
+                           args.greedy_wrong)
         finally:
             server.shutdown()
 
@@ -162,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rates = _measure(args, rows, Path(args.index_dir) if args.index_dir else out.parent / "bm25-index")
-    keep = set(select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items()}, args.low, args.high))
+    sampled = {k: v["pass_rate"] for k, v in rates.items() if "pass_rate" in v}
+    keep = set(select_by_pass_rate(sampled, args.low, args.high))
     rates_path = out.with_suffix(".pass_rates.jsonl")
     rates_path.write_text("".join(json.dumps({"id": k, **v}) + "\n" for k, v in rates.items()))
     kept = [row for row in rows if str(row["id"]) in keep]
@@ -181,9 +204,10 @@ def main(argv: list[str] | None = None) -> None:
                              "stratify by")
         kept = stratified_order(kept, key=lambda row: row[args.stratify])
     write_verl_parquet(kept, out, data_source="toy_world", split="train", preset=args.preset)
-    mean = statistics.fmean(v["pass_rate"] for v in rates.values())
-    print(f"{len(rows)} questions, mean pass rate {mean:.3f}; {len(keep)} with {args.low} < pass rate < {args.high}; "
-          f"wrote {len(kept)} -> {out} (rates: {rates_path})")
+    greedy = (f" {len(sampled)} answered wrong greedily and sampled;" if args.greedy_wrong else "")
+    mean = statistics.fmean(sampled.values()) if sampled else float("nan")
+    print(f"{len(rows)} questions,{greedy} mean pass rate {mean:.3f}; {len(keep)} with {args.low} < pass rate < "
+          f"{args.high}; wrote {len(kept)} -> {out} (rates: {rates_path})")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 from verl.workers.rollout.replica import TokenOutput
 
-from autocoa_verl.data.curriculum import pass_rates, select_by_pass_rate, stratified_order, zero_variance_share
+from autocoa_verl.data.curriculum import (measure, pass_rates, select_by_pass_rate, stratified_order,
+                                         zero_variance_share)
 
 
 def test_keeps_only_questions_the_policy_sometimes_solves():
@@ -57,6 +58,46 @@ def test_pass_rates_score_rollouts_with_the_training_reward(tiny_tokenizer):
     assert {k: v["pass_rate"] for k, v in rates.items()} == {"easy": 1.0, "mixed": 0.5, "hard": 0.0}
     assert all(len(v["rewards"]) == 4 for v in rates.values())
     assert select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items()}) == ["mixed"]
+
+
+class GreedyAwarePolicy:
+    """A fake model whose greedy answer differs from its samples: 'slip' is wrong greedily and right on every other
+    sample, 'sharp' right greedily and on every other sample, 'easy' always right, 'hard' never."""
+
+    def __init__(self, tokenizer, answers):
+        self.tokenizer, self.answers, self.count, self.calls = tokenizer, answers, itertools.count(), Counter()
+
+    def run(self, coroutine):
+        return asyncio.run(coroutine)
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **_):
+        prompt = self.tokenizer.decode(prompt_ids)
+        kind, right = next((k, a) for k, a in self.answers.items() if k in prompt)
+        greedy = sampling_params["temperature"] == 0.0
+        self.calls[kind, greedy] += 1
+        if kind in ("slip", "sharp"):
+            good = (kind == "sharp") if greedy else next(self.count) % 2 == 0
+        else:
+            good = kind == "easy"
+        ids = self.tokenizer.encode(f"<answer>{right if good else 'Nobody'}</answer>", add_special_tokens=False)
+        return TokenOutput(token_ids=ids, log_probs=None, stop_reason="completed")
+
+
+def test_greedy_wrong_samples_and_keeps_only_the_questions_the_greedy_answer_misses(tiny_tokenizer):
+    from autocoa_verl.agent.standalone import StandaloneRollout, compose_rl_config
+
+    answers = {"easy": "Arlo", "slip": "Mira", "sharp": "Tove", "hard": "Quessly"}
+    rows = [{"id": k, "question": f"Who is {k}?", "golden_answers": [a]} for k, a in answers.items()]
+    policy = GreedyAwarePolicy(tiny_tokenizer, answers)
+    rollout = StandaloneRollout(compose_rl_config([]), policy, tokenizer=tiny_tokenizer, hf_model_type="qwen2")
+    plain = measure(rollout, rows, samples=4, temperature=1.0, progress=False)
+    assert select_by_pass_rate({k: v["pass_rate"] for k, v in plain.items()}) == ["slip", "sharp"]
+    policy.calls.clear()
+    rates = measure(rollout, rows, samples=4, temperature=1.0, greedy_wrong=True, progress=False)
+    assert {k: v["greedy"] for k, v in rates.items()} == {"easy": 1.0, "slip": 0.0, "sharp": 1.0, "hard": 0.0}
+    assert {k for k, v in rates.items() if "pass_rate" in v} == {"slip", "hard"}  # greedy-right: not sampled
+    assert select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items() if "pass_rate" in v}) == ["slip"]
+    assert policy.calls == Counter({(k, True): 1 for k in answers} | {("slip", False): 4, ("hard", False): 4})
 
 
 def test_stratified_order_gives_every_batch_each_hop_count_while_they_last():
