@@ -188,6 +188,13 @@ class Bench:
 
     def curriculum(self, model: Path) -> Path:
         path = self.out / "rl" / "curriculum.parquet"
+        rates = path.with_suffix(".pass_rates.jsonl")
+        if path.is_file() and rates.is_file():
+            with open(rates) as f:
+                greedy_wrong = "greedy" in json.loads(f.readline() or "{}")
+            if greedy_wrong != self.args.curriculum_greedy_wrong:
+                raise SystemExit(f"{path}: written {'with' if greedy_wrong else 'without'} "
+                                 "--curriculum-greedy-wrong; use a new --out")
         if not path.is_file():
             a = self.args
             self.call("curriculum", [sys.executable, "-m", "autocoa_verl.data.curriculum", "--model", str(model),

@@ -146,6 +146,14 @@ def test_the_curriculum_keeps_greedy_wrong_questions_only_when_asked(tmp_path, m
     bench.curriculum(tmp_path / "sft3")
     (cmd,) = commands
     assert cmd[cmd.index("--limit") + 1] == "512" and ("--greedy-wrong" in cmd) == bool(flag)
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "rl" / "curriculum.parquet").write_text("")
+    rate = {"id": "q", "pass_rate": 0.5, **({"greedy": 0.0} if flag else {})}
+    (tmp_path / "rl" / "curriculum.pass_rates.jsonl").write_text(json.dumps(rate) + "\n")
+    assert bench.curriculum(tmp_path / "sft3") == tmp_path / "rl" / "curriculum.parquet" and len(commands) == 1
+    other = ["--curriculum-greedy-wrong"] if not flag else []
+    with pytest.raises(SystemExit, match="--curriculum-greedy-wrong; use a new --out"):  # resumed the other way
+        Bench(_parser().parse_args(["--out", str(tmp_path), *other])).curriculum(tmp_path / "sft3")
 
 
 def test_bad_read_epochs_are_refused():
