@@ -141,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
                              "RL batches read in order (data.shuffle=false) hold one question of each")
     parser.add_argument("--greedy-wrong", action="store_true",
                         help="answer each question greedily first and sample (and keep) only those it gets wrong: "
-                             "RL then trains where evaluation's greedy answer must change")
+                             "RL then trains where evaluation's greedy answer must change (alone, on the toy world, "
+                             "it taught the policy to stop after one search: learning_state_gw.md)")
     parser.add_argument("--keep-all-if-none", action="store_true",
                         help="write every question (with a warning) when none has a mixed pass rate, instead of "
                              "failing")
