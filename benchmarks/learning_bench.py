@@ -9,8 +9,8 @@ Stages (each resumable: a finished stage's outputs are reused on a re-run with t
 3. SFT-3 (world model) from the chosen SFT-2, at its own lr (``--sft3-lr``), a checkpoint every
    ``--sft3-save-every`` steps and its budget chosen on dev the same way; optionally SFT-1 and SFT-1+2
    (``--sft12-steps``).
-4. RL curriculum: the SFT-3 model's pass rate on training questions; keep 0 < pass < 1 (with
-   ``--curriculum-greedy-wrong``, only among the questions it answers wrong greedily).
+4. RL curriculum: the SFT-3 model's pass rate on training questions; keep 0 < pass < 1 (``--curriculum-greedy``:
+   only among the questions it answers wrong greedily, or both kinds alternating).
 5. GRPO from SFT-3 with all-real observations, then once per schedule of ``--rl-schedules`` with the same questions
    and settings: 5:1 simulated:real (``mixed``) and the fidelity-gated schedule (``fidelity``); a checkpoint every
    ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.learning_report import (check_report, early_stops, markdown, paired_change, plot,  # noqa: E402
                                         report_row, reward_windows, targets)
+from autocoa_verl.data.curriculum import GREEDY_MODES  # noqa: E402
 from autocoa_verl.data.oracle import PLANS  # noqa: E402
 from benchmarks.provenance import provenance, write_report  # noqa: E402
 
@@ -188,14 +189,16 @@ class Bench:
 
     def curriculum(self, model: Path) -> Path:
         path = self.out / "rl" / "curriculum.parquet"
-        rates = path.with_suffix(".pass_rates.jsonl")
-        if path.is_file() and rates.is_file():
-            with open(rates) as f:
-                greedy_wrong = "greedy" in json.loads(f.readline() or "{}")
-            if greedy_wrong != self.args.curriculum_greedy_wrong:
-                raise SystemExit(f"{path}: written {'with' if greedy_wrong else 'without'} "
-                                 "--curriculum-greedy-wrong; use a new --out")
-        if not path.is_file():
+        mode_file, greedy = path.with_name("curriculum_greedy.txt"), self.args.curriculum_greedy
+        if path.is_file():
+            if mode_file.is_file():
+                made = mode_file.read_text().strip()
+            else:  # written before the mode was recorded: greedy rewards in its rates file mean --greedy-wrong
+                with open(path.with_suffix(".pass_rates.jsonl")) as f:
+                    made = "wrong" if "greedy" in json.loads(f.readline() or "{}") else "off"
+            if made != greedy:
+                raise SystemExit(f"{path}: written with --curriculum-greedy {made}, not {greedy}; use a new --out")
+        else:
             a = self.args
             self.call("curriculum", [sys.executable, "-m", "autocoa_verl.data.curriculum", "--model", str(model),
                                      "--questions", str(self.toy / "train.jsonl"), "--corpus",
@@ -203,7 +206,8 @@ class Bench:
                                      "--out", str(path), "--samples", str(a.curriculum_samples), "--limit",
                                      str(a.curriculum_questions), "--temperature", str(a.rl_temperature),
                                      "--response-length", str(a.response_length), "--min-rows", str(a.rl_questions),
-                                     *(["--greedy-wrong"] if a.curriculum_greedy_wrong else [])])
+                                     *([f"--greedy-{greedy}"] if greedy != "off" else [])])
+            mode_file.write_text(greedy + "\n")
         return path
 
     def rl(self, name: str, model: Path, data: Path) -> dict[int, dict[str, float]]:
@@ -366,9 +370,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline-tokens", type=int, default=256, help="tokens per baseline generation (turn)")
     parser.add_argument("--curriculum-questions", type=int, default=128)
     parser.add_argument("--curriculum-samples", type=int, default=4)
-    parser.add_argument("--curriculum-greedy-wrong", action="store_true",
-                        help="keep only the questions the RL start answers wrong greedily (curriculum --greedy-wrong;"
-                             " measured: RL on them alone collapsed multi-hop search, learning_state_gw.md)")
+    parser.add_argument("--curriculum-greedy", choices=GREEDY_MODES, default="off",
+                        help="off: keep 0 < pass < 1; wrong: only among the questions the RL start answers wrong "
+                             "greedily (measured: RL on them alone collapsed multi-hop search, learning_state_gw.md); "
+                             "balanced: both kinds, alternating (curriculum --greedy-*)")
+    parser.add_argument("--curriculum-greedy-wrong", action="store_const", dest="curriculum_greedy", const="wrong",
+                        help="the same as --curriculum-greedy wrong (learning_state_gw.md's command)")
     parser.add_argument("--rl-steps", type=int, default=8)
     parser.add_argument("--rl-questions", type=int, default=4, help="questions per GRPO step")
     parser.add_argument("--rl-n", type=int, default=8, help="samples per question (the GRPO group)")

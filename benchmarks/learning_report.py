@@ -7,6 +7,9 @@ from pathlib import Path
 
 REPORT_KEYS = ("rows", "best_sft_em", "rl_all_real_em", "rl_mixed_em", "rl_start_em", "rl_reward_first5",
                "rl_reward_last5", "mixed_real_calls", "all_real_calls", "react_fewshot_em", "wall_s", "commit")
+# bench-learning's --curriculum-greedy, as the report's RL line says it
+CURRICULUM_NOTE = {"off": "", "wrong": " (among those the start answers wrong greedily)",
+                   "balanced": " (alternating those the start answers wrong and right greedily)"}
 BUDGET_S = 7200  # the "about 2 hours on 2 cores" for the whole benchmark
 
 
@@ -85,7 +88,7 @@ def markdown(report: dict) -> str:
              f"{report['sft3_budget']} steps. RL: {a['rl_steps']} GRPO steps of {a['rl_questions']} "
              f"questions x {a['rl_n']} samples, lr {a['rl_lr']}, temperature {a['rl_temperature']}, on "
              f"{report['rl_questions_kept']} curriculum questions"
-             f"{' (among those the start answers wrong greedily)' if a.get('curriculum_greedy_wrong') else ''}.",
+             f"{CURRICULUM_NOTE[a.get('curriculum_greedy', 'off')]}.",
              *([f"Best SFT row: {report['best_sft_name']}, the SFT row with the highest dev EM at its chosen step "
                 f"({report['best_sft_dev_em']:.3f}); RL starts from {report['rl_start']}."]
                if report.get("best_sft_dev_em") is not None else []), "",

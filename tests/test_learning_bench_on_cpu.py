@@ -138,22 +138,39 @@ def test_the_oracle_plan_reaches_the_oracle_and_a_changed_plan_is_refused_on_res
         Bench(_parser().parse_args(args)).data()
 
 
-@pytest.mark.parametrize("flag", [[], ["--curriculum-greedy-wrong"]])
-def test_the_curriculum_keeps_greedy_wrong_questions_only_when_asked(tmp_path, monkeypatch, flag):
+@pytest.mark.parametrize("flag, mode", [([], "off"), (["--curriculum-greedy-wrong"], "wrong"),
+                                        (["--curriculum-greedy", "balanced"], "balanced")])
+def test_the_curriculum_mode_reaches_the_curriculum_and_a_changed_mode_is_refused_on_resume(tmp_path, monkeypatch,
+                                                                                            flag, mode):
     bench = Bench(_parser().parse_args(["--out", str(tmp_path), "--curriculum-questions", "512", *flag]))
     commands = []
-    monkeypatch.setattr(bench, "call", lambda name, cmd: commands.append(cmd))
-    bench.curriculum(tmp_path / "sft3")
+
+    def call(name, cmd):
+        commands.append(cmd)
+        (tmp_path / "rl" / "curriculum.parquet").write_text("")
+
+    monkeypatch.setattr(bench, "call", call)
+    (tmp_path / "rl").mkdir()
+    path = bench.curriculum(tmp_path / "sft3")
     (cmd,) = commands
-    assert cmd[cmd.index("--limit") + 1] == "512" and ("--greedy-wrong" in cmd) == bool(flag)
+    assert cmd[cmd.index("--limit") + 1] == "512"
+    assert [a for a in cmd if a.startswith("--greedy")] == ([] if mode == "off" else [f"--greedy-{mode}"])
+    assert bench.curriculum(tmp_path / "sft3") == path and len(commands) == 1  # the same mode: reused
+    other = "balanced" if mode != "balanced" else "off"
+    with pytest.raises(SystemExit, match=f"written with --curriculum-greedy {mode}, not {other}; use a new --out"):
+        Bench(_parser().parse_args(["--out", str(tmp_path), "--curriculum-greedy", other])).curriculum(path)
+
+
+def test_a_curriculum_from_before_the_mode_was_recorded_reads_its_mode_from_its_rates(tmp_path):
     (tmp_path / "rl").mkdir()
     (tmp_path / "rl" / "curriculum.parquet").write_text("")
-    rate = {"id": "q", "pass_rate": 0.5, **({"greedy": 0.0} if flag else {})}
-    (tmp_path / "rl" / "curriculum.pass_rates.jsonl").write_text(json.dumps(rate) + "\n")
-    assert bench.curriculum(tmp_path / "sft3") == tmp_path / "rl" / "curriculum.parquet" and len(commands) == 1
-    other = ["--curriculum-greedy-wrong"] if not flag else []
-    with pytest.raises(SystemExit, match="--curriculum-greedy-wrong; use a new --out"):  # resumed the other way
-        Bench(_parser().parse_args(["--out", str(tmp_path), *other])).curriculum(tmp_path / "sft3")
+    rates = tmp_path / "rl" / "curriculum.pass_rates.jsonl"
+    rates.write_text(json.dumps({"id": "q", "greedy": 0.0, "pass_rate": 0.5}) + "\n")
+    bench = Bench(_parser().parse_args(["--out", str(tmp_path), "--curriculum-greedy-wrong"]))
+    assert bench.curriculum(tmp_path / "sft3") == tmp_path / "rl" / "curriculum.parquet"
+    rates.write_text(json.dumps({"id": "q", "pass_rate": 0.5}) + "\n")
+    with pytest.raises(SystemExit, match="written with --curriculum-greedy off, not wrong"):
+        bench.curriculum(tmp_path / "sft3")
 
 
 def test_bad_read_epochs_are_refused():

@@ -3,7 +3,7 @@ sometimes gets right and sometimes not (0 < pass rate < 1). A GRPO group whose r
 advantage everywhere and gives no gradient (DAPO's observation); filtering before training spends the rollouts on
 groups that carry signal. With ``--greedy-wrong`` only the questions the policy answers wrong greedily (as evaluation
 does) are sampled and kept: a GRPO step that only sharpens answers the policy already gives greedily raises the
-sampled reward without changing what evaluation measures.
+sampled reward without changing what evaluation measures. ``--greedy-balanced`` keeps both kinds and alternates them.
 
 Run: ``python -m autocoa_verl.data.curriculum --model MODEL --questions build/toy/train.jsonl
 --corpus build/toy/corpus.jsonl --out build/rl/train_curriculum.parquet [--samples 4 --limit 256]`` (``--help``).
@@ -25,6 +25,7 @@ from typing import Any, Callable, Hashable, Mapping, Sequence, TypeVar
 from autocoa_verl.errors import user_errors
 
 REWARD_KEY = "score"
+GREEDY_MODES = ("off", "wrong", "balanced")
 T = TypeVar("T")
 
 
@@ -100,21 +101,24 @@ def pass_rates(rollout, rows: Sequence[dict], samples: int, sampling: dict[str, 
     return {key: {"pass_rate": statistics.fmean(values), "rewards": values} for key, values in rewards.items()}
 
 
-def measure(rollout, rows: Sequence[dict], samples: int, temperature: float,
-            greedy_wrong: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Per question id: its :func:`pass_rates` at ``temperature``. With ``greedy_wrong``, each question is first
-    answered greedily (as evaluation does; ``"greedy"``: that answer's reward) and only the ones it gets wrong are
-    sampled; the others carry no ``pass_rate`` and are never kept. Sampled rewards rise when RL only sharpens the
-    policy towards the answers it already gives greedily; these questions are where the greedy answer must change."""
+def measure(rollout, rows: Sequence[dict], samples: int, temperature: float, greedy: str = "off",
+            progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Per question id: its :func:`pass_rates` at ``temperature``. With ``greedy`` "wrong" or "balanced", each
+    question is first answered greedily, as evaluation does (``"greedy"``: that answer's reward). "wrong" then samples
+    only the ones it gets wrong; the others carry no ``pass_rate`` and are never kept. "balanced" samples them all.
+    Sampled rewards rise when RL only sharpens the policy towards the answers it already gives greedily; the
+    greedy-wrong questions are where the greedy answer must change."""
     from autocoa_verl.agent.standalone import sampling_params
 
+    if greedy not in GREEDY_MODES:
+        raise ValueError(f"greedy must be one of {GREEDY_MODES}, got {greedy!r}")
     sampling = sampling_params(temperature=temperature)
-    if not greedy_wrong:
+    if greedy == "off":
         return pass_rates(rollout, rows, samples, sampling, progress=progress)
-    greedy = pass_rates(rollout, rows, 1, sampling_params(temperature=0.0), progress=progress)
-    wrong = [row for row in rows if greedy[str(row["id"])]["pass_rate"] < 1.0]
-    sampled = pass_rates(rollout, wrong, samples, sampling, progress=progress) if wrong else {}
-    return {key: {"greedy": g["pass_rate"], **sampled.get(key, {})} for key, g in greedy.items()}
+    first = pass_rates(rollout, rows, 1, sampling_params(temperature=0.0), progress=progress)
+    todo = rows if greedy == "balanced" else [row for row in rows if first[str(row["id"])]["pass_rate"] < 1.0]
+    sampled = pass_rates(rollout, todo, samples, sampling, progress=progress) if todo else {}
+    return {key: {"greedy": g["pass_rate"], **sampled.get(key, {})} for key, g in first.items()}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,10 +143,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stratify", metavar="FIELD",
                         help="write the kept rows dealt round-robin over this field's values (e.g. hops), so that "
                              "RL batches read in order (data.shuffle=false) hold one question of each")
-    parser.add_argument("--greedy-wrong", action="store_true",
+    greedy = parser.add_mutually_exclusive_group()
+    greedy.add_argument("--greedy-wrong", action="store_const", dest="greedy", const="wrong", default="off",
                         help="answer each question greedily first and sample (and keep) only those it gets wrong: "
                              "RL then trains where evaluation's greedy answer must change (alone, on the toy world, "
                              "it taught the policy to stop after one search: learning_state_gw.md)")
+    greedy.add_argument("--greedy-balanced", action="store_const", dest="greedy", const="balanced",
+                        help="answer each question greedily too, and write the kept ones alternating between those "
+                             "answered wrong and right greedily, while both last")
     parser.add_argument("--keep-all-if-none", action="store_true",
                         help="write every question (with a warning) when none has a mixed pass rate, instead of "
                              "failing")
@@ -162,8 +170,7 @@ def _measure(args: argparse.Namespace, rows: list[dict], index_dir: Path) -> dic
                                     f"coa.retriever.url={url}", f"coa.preset={args.preset}"])
         server = LocalVLLMServer(args.model, max_model_len=2048)
         try:
-            return measure(StandaloneRollout(config, server), rows, args.samples, args.temperature,
-                           args.greedy_wrong)
+            return measure(StandaloneRollout(config, server), rows, args.samples, args.temperature, args.greedy)
         finally:
             server.shutdown()
 
@@ -178,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give --retriever-url or --corpus")
     if not 0.0 <= args.low < args.high <= 1.0:
         parser.error(f"--low/--high must satisfy 0 <= low < high <= 1, got {args.low}, {args.high}")
+    if args.greedy == "balanced" and args.stratify:
+        parser.error("--greedy-balanced orders the rows itself; drop --stratify")
 
     from autocoa_verl.data.qa_files import read_qa_jsonl, write_verl_parquet
 
@@ -204,8 +213,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{args.questions}: row id {missing['id']!r} has no field {args.stratify!r} to "
                              "stratify by")
         kept = stratified_order(kept, key=lambda row: row[args.stratify])
+    if args.greedy == "balanced":
+        kept = stratified_order(kept, key=lambda row: rates[str(row["id"])]["greedy"] == 1.0)
     write_verl_parquet(kept, out, data_source="toy_world", split="train", preset=args.preset)
-    greedy = (f" {len(sampled)} answered wrong greedily and sampled;" if args.greedy_wrong else "")
+    wrong = sum(v.get("greedy", 1.0) < 1.0 for v in rates.values())
+    greedy = {"off": "", "wrong": f" {wrong} answered wrong greedily and sampled;",
+              "balanced": f" {wrong} answered wrong greedily;"}[args.greedy]
     mean = statistics.fmean(sampled.values()) if sampled else float("nan")
     print(f"{len(rows)} questions,{greedy} mean pass rate {mean:.3f}; {len(keep)} with {args.low} < pass rate < "
           f"{args.high}; wrote {len(kept)} -> {out} (rates: {rates_path})")

@@ -93,11 +93,16 @@ def test_greedy_wrong_samples_and_keeps_only_the_questions_the_greedy_answer_mis
     plain = measure(rollout, rows, samples=4, temperature=1.0, progress=False)
     assert select_by_pass_rate({k: v["pass_rate"] for k, v in plain.items()}) == ["slip", "sharp"]
     policy.calls.clear()
-    rates = measure(rollout, rows, samples=4, temperature=1.0, greedy_wrong=True, progress=False)
+    rates = measure(rollout, rows, samples=4, temperature=1.0, greedy="wrong", progress=False)
     assert {k: v["greedy"] for k, v in rates.items()} == {"easy": 1.0, "slip": 0.0, "sharp": 1.0, "hard": 0.0}
     assert {k for k, v in rates.items() if "pass_rate" in v} == {"slip", "hard"}  # greedy-right: not sampled
     assert select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items() if "pass_rate" in v}) == ["slip"]
     assert policy.calls == Counter({(k, True): 1 for k in answers} | {("slip", False): 4, ("hard", False): 4})
+    balanced = measure(rollout, rows, samples=4, temperature=1.0, greedy="balanced", progress=False)
+    assert {k: v["greedy"] for k, v in balanced.items()} == {k: v["greedy"] for k, v in rates.items()}
+    assert select_by_pass_rate({k: v["pass_rate"] for k, v in balanced.items()}) == ["slip", "sharp"]  # all sampled
+    with pytest.raises(ValueError, match="greedy must be one of"):
+        measure(rollout, rows, samples=4, temperature=1.0, greedy="yes")
 
 
 def test_stratified_order_gives_every_batch_each_hop_count_while_they_last():
@@ -109,3 +114,26 @@ def test_stratified_order_gives_every_batch_each_hop_count_while_they_last():
     assert Counter(r["hops"] for r in order[26 * 4 : 26 * 4 + 3]) == Counter({1: 1, 2: 1, 3: 1})
     assert order == stratified_order(rows, key=lambda row: row["hops"], seed=3)
     assert order != stratified_order(rows, key=lambda row: row["hops"], seed=4)
+
+
+def test_greedy_balanced_writes_the_kept_questions_alternating_wrong_and_right(tmp_path, monkeypatch):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from autocoa_verl.data import curriculum
+
+    questions = tmp_path / "train.jsonl"
+    questions.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Q{i}?", "golden_answers": ["A"]}) + "\n"
+                                 for i in range(7)))
+    greedy = {"q0": 1.0, "q1": 1.0, "q2": 1.0, "q3": 0.0, "q4": 0.0, "q5": 1.0, "q6": 0.0}
+    rate = {"q0": 0.5, "q1": 0.75, "q2": 0.25, "q3": 0.25, "q4": 0.5, "q5": 1.0, "q6": 0.0}  # q5, q6: not kept
+    monkeypatch.setattr(curriculum, "_measure", lambda args, rows, index_dir: {
+        k: {"greedy": greedy[k], "pass_rate": rate[k], "rewards": []} for k in greedy})
+    out = tmp_path / "rl.parquet"
+    curriculum.main(["--model", "m", "--questions", str(questions), "--corpus", "c", "--out", str(out),
+                     "--greedy-balanced"])
+    ids = [row["id"] for row in pq.read_table(out).column("extra_info").to_pylist()]
+    assert sorted(ids) == ["q0", "q1", "q2", "q3", "q4"]
+    # each pair of rows (one round of stratified_order) holds one of each kind while both last
+    assert [sorted(greedy[i] for i in ids[k : k + 2]) for k in (0, 2)] == [[0.0, 1.0]] * 2 and greedy[ids[4]] == 1.0
