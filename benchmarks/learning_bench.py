@@ -25,14 +25,13 @@ Writes ``report.json``, ``report.md`` and ``curves.png`` into ``--out``.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -117,10 +116,7 @@ class Bench:
         # the oracle's plan style, beside its data (written before --oracle-plan existed: "count")
         plan_path = self.out / "sft" / "oracle_plan.txt"
         if self.pairs.is_file():
-            written = plan_path.read_text().strip() if plan_path.is_file() else "count"
-            if written != self.args.oracle_plan:
-                raise SystemExit(f"{self.pairs.parent}: SFT data written with --oracle-plan {written}, not "
-                                 f"{self.args.oracle_plan}; use a new --out")
+            check_written_with(plan_path, "--oracle-plan", self.args.oracle_plan, lambda: "count")
         else:
             self.call("oracle", [sys.executable, "-m", "autocoa_verl.data.oracle", str(self.toy / "train.jsonl"),
                                  str(self.toy / "corpus.jsonl"), str(self.trajectories), "--pairs", str(self.pairs),
@@ -173,9 +169,6 @@ class Bench:
         """``recipes/evaluate.py`` (resumable) on one split; baselines run on the first model. Returns the summary by
         row label."""
         out = self.out / "eval" / name
-        for moved in set_aside_superseded(out / "records", models):
-            print(f"[eval-{name}] {moved.parent.parent.name}/{moved.name}: made with a checkpoint this run no longer "
-                  f"chooses; moved to {moved.parent.name}/", flush=True)
         spec = "{" + ", ".join(f"{k}: {v}" for k, v in models.items()) + "}"
         self.call(f"eval-{name}", [
             sys.executable, str(ROOT / "recipes" / "evaluate.py"), "~models", f"+models={spec}",
@@ -183,7 +176,8 @@ class Bench:
             f"datasets.toy={self.toy / f'{split}.jsonl'}", f"limit={limit if limit else 'null'}",
             f"retriever_url={self.url}", f"react_exemplars={self.toy / 'train.jsonl'}",
             f"max_tokens={self.args.response_length}", f"baseline_max_tokens={self.args.baseline_tokens}",
-            f"out_dir={out}",
+            # a row whose dev-chosen checkpoint moved (a re-run with more steps) is evaluated again
+            f"out_dir={out}", "superseded=set_aside",
             f"hydra.run.dir={self.out / 'hydra' / name}"])
         return json.loads((out / "summary.json").read_text())["toy"]
 
@@ -191,13 +185,11 @@ class Bench:
         path = self.out / "rl" / "curriculum.parquet"
         mode_file, greedy = path.with_name("curriculum_greedy.txt"), self.args.curriculum_greedy
         if path.is_file():
-            if mode_file.is_file():
-                made = mode_file.read_text().strip()
-            else:  # written before the mode was recorded: greedy rewards in its rates file mean --greedy-wrong
+            def before() -> str:  # written before the mode was recorded: greedy rewards mean --greedy-wrong
                 with open(path.with_suffix(".pass_rates.jsonl")) as f:
-                    made = "wrong" if "greedy" in json.loads(f.readline() or "{}") else "off"
-            if made != greedy:
-                raise SystemExit(f"{path}: written with --curriculum-greedy {made}, not {greedy}; use a new --out")
+                    return "wrong" if "greedy" in json.loads(f.readline() or "{}") else "off"
+
+            check_written_with(mode_file, "--curriculum-greedy", greedy, before)
         else:
             a = self.args
             self.call("curriculum", [sys.executable, "-m", "autocoa_verl.data.curriculum", "--model", str(model),
@@ -271,22 +263,13 @@ class Bench:
         return curve, step, points[step]
 
 
-def set_aside_superseded(records: Path, models: dict[str, Path]) -> list[Path]:
-    """Moves each records file (``records/<dataset>/<label>.jsonl``) whose model key now names another checkpoint
-    (a re-run with more steps whose dev choice moved) into ``superseded/`` beside it, numbered, so that the row is
-    evaluated again rather than refused; returns the moved files' new paths. Nothing is deleted."""
-    moved = []
-    for path in sorted(records.glob("*/*.jsonl")):
-        with open(path) as f:
-            first = json.loads(f.readline() or "{}")
-        key, made = first.get("model"), first.get("model_path")
-        if key not in models or made is None or made == str(Path(models[key]).resolve()):
-            continue
-        parked = path.parent / "superseded"
-        parked.mkdir(exist_ok=True)
-        target = parked / f"{path.stem}.{len(list(parked.glob(f'{glob.escape(path.stem)}.*.jsonl')))}.jsonl"
-        moved.append(path.rename(target))
-    return moved
+def check_written_with(record: Path, option: str, value: str, before: Callable[[], str]) -> None:
+    """Refuses to resume outputs written with another ``option`` than ``value``: the value they were written with is
+    recorded in ``record`` beside them (``before()``: what outputs from before the record was kept were written
+    with)."""
+    written = record.read_text().strip() if record.is_file() else before()
+    if written != value:
+        raise SystemExit(f"{record.parent}: written with {option} {written}, not {value}; use a new --out")
 
 
 def best_sft(dev_em: dict[str, float | None]) -> str:

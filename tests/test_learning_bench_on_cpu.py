@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks.learning_bench import (ROOT, Bench, _parser, best_sft, choose_budget, ems_by_id, records_on_test,
-                                      set_aside_superseded)
+from benchmarks.learning_bench import ROOT, Bench, _parser, best_sft, choose_budget, ems_by_id, records_on_test
 from benchmarks.learning_report import (check_report, early_stops, markdown, paired_change, plot, report_row,
                                         reward_windows, sign_test, targets)
 
@@ -45,26 +44,19 @@ def test_an_rl_run_is_evaluated_on_dev_at_each_checkpoint_and_the_best_is_chosen
     assert bench.choose_rl_checkpoint("rl_real") == ({}, 16, path) and len(calls) == 1  # one: nothing to choose
 
 
-def test_records_of_a_checkpoint_no_longer_chosen_are_set_aside_and_kept(tmp_path):
-    models = {"sft2_3": tmp_path / "sft", "rl_real": tmp_path / "rl" / "global_step_12"}
-    toy = tmp_path / "records" / "toy"
-    toy.mkdir(parents=True)
+def test_an_evaluation_sets_aside_the_records_of_a_checkpoint_dev_no_longer_chooses(tmp_path, monkeypatch):
+    bench = Bench(_parser().parse_args(["--out", str(tmp_path)]))
+    commands = []
 
-    def write(label, key, path):
-        (toy / f"{label}.jsonl").write_text(json.dumps({"id": "q", "model": key, "model_path": path}) + "\n")
+    def call(name, cmd):
+        commands.append(cmd)
+        (tmp_path / "eval" / "test").mkdir(parents=True)
+        (tmp_path / "eval" / "test" / "summary.json").write_text(json.dumps({"toy": {"agent (rl_real)": {}}}))
 
-    write("agent (sft2_3)", "sft2_3", str(models["sft2_3"].resolve()))  # still the chosen model
-    write("agent (rl_real)", "rl_real", str(tmp_path / "rl" / "global_step_4"))  # dev chose step 4 last time
-    write("agent (rl_mixed)", "rl_mixed", "/elsewhere")  # not evaluated in this call
-    (toy / "legacy.jsonl").write_text(json.dumps({"id": "q", "model": "rl_real"}) + "\n")  # before model_path
-    moved = set_aside_superseded(tmp_path / "records", models)
-    assert moved == [toy / "superseded" / "agent (rl_real).0.jsonl"]
-    assert json.loads(moved[0].read_text())["model_path"].endswith("global_step_4")
-    assert sorted(p.name for p in toy.glob("*.jsonl")) == ["agent (rl_mixed).jsonl", "agent (sft2_3).jsonl",
-                                                           "legacy.jsonl"]
-    write("agent (rl_real)", "rl_real", str(tmp_path / "rl" / "global_step_8"))  # a second move keeps the first
-    assert set_aside_superseded(tmp_path / "records", models) == [toy / "superseded" / "agent (rl_real).1.jsonl"]
-    assert set_aside_superseded(tmp_path / "nothing", models) == []
+    monkeypatch.setattr(bench, "call", call)
+    assert bench.evaluate("test", {"rl_real": tmp_path / "rl"}, "test", None) == {"agent (rl_real)": {}}
+    (cmd,) = commands
+    assert "superseded=set_aside" in cmd
 
 
 def test_an_sft_stage_is_chosen_on_dev_and_sft3_trains_at_its_own_lr(tmp_path, monkeypatch):

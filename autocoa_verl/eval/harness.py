@@ -8,6 +8,7 @@ A *row label* is the method for the baselines (run with ``baseline_model``) and 
 
 from __future__ import annotations
 
+import glob
 import json
 import statistics
 import time
@@ -197,13 +198,23 @@ def _models(cfg: Any) -> dict[str, str]:
     return models
 
 
-def _check_same_model(file: RecordFile, name: str, path: str) -> None:
-    """A resumed row must be the same model: records made with another model path are refused, not mixed in
-    (records written before ``model_path`` was recorded are taken as they are)."""
+def _check_same_model(file: RecordFile, name: str, path: str, superseded: str = "refuse") -> RecordFile:
+    """A resumed row must be the same model. Records made with another model path are refused (``superseded:
+    refuse``), or with ``set_aside`` (a re-run whose chosen checkpoint moved) the file is moved, numbered, into
+    ``superseded/`` beside it and the row starts again; returns the row's records file. Records written before
+    ``model_path`` was recorded are taken as they are."""
     made = {r["model_path"] for r in file.records if "model_path" in r} - {path}
-    if made:
+    if not made:
+        return file
+    if superseded != "set_aside":
         raise ConfigError(f"{file.path}: its records were made with {sorted(made)[0]}, not models.{name}={path}; "
                           "give another out_dir or move that file away")
+    parked = file.path.parent / "superseded"
+    parked.mkdir(exist_ok=True)
+    earlier = len(list(parked.glob(f"{glob.escape(file.path.stem)}.*.jsonl")))
+    target = file.path.rename(parked / f"{file.path.stem}.{earlier}.jsonl")
+    print(f"{file.path}: made with {sorted(made)[0]}, not models.{name}={path}; set aside as {target}", flush=True)
+    return RecordFile(file.path)
 
 
 def _fewshot_exemplars(cfg: Any, datasets: dict[str, list[dict]]) -> list[dict]:
@@ -268,6 +279,8 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
 
     from autocoa_verl.agent.retriever_client import check_retriever
 
+    if cfg.superseded not in ("refuse", "set_aside"):
+        raise ConfigError(f"superseded={cfg.superseded!r}: give refuse or set_aside")
     out_dir = Path(cfg.out_dir)
     models = _models(cfg)
     plan = row_labels(models, list(cfg.methods), cfg.baseline_model or next(iter(models)))
@@ -278,8 +291,8 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl")
              for d in datasets for label, _, _ in plan}
     model_of = {label: name for label, name, _ in plan}
-    for (_, label), file in files.items():
-        _check_same_model(file, model_of[label], models[model_of[label]])
+    for (d, label), file in files.items():
+        files[d, label] = _check_same_model(file, model_of[label], models[model_of[label]], cfg.superseded)
     (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     for model_name, model_path in models.items():

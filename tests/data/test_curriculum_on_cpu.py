@@ -37,10 +37,13 @@ class AlternatingPolicy:
     def run(self, coroutine):
         return asyncio.run(coroutine)
 
+    def good(self, kind: str, greedy: bool) -> bool:
+        return kind == "easy" or (kind == "mixed" and next(self.count) % 2 == 0)
+
     async def generate(self, request_id, *, prompt_ids, sampling_params, **_):
         prompt = self.tokenizer.decode(prompt_ids)
         kind, right = next((k, a) for k, a in self.answers.items() if k in prompt)
-        good = kind == "easy" or (kind == "mixed" and next(self.count) % 2 == 0)
+        good = self.good(kind, sampling_params["temperature"] == 0.0)
         text = f"<answer>{right if good else 'Nobody'}</answer>"
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         return TokenOutput(token_ids=ids, log_probs=None, stop_reason="completed")
@@ -60,27 +63,20 @@ def test_pass_rates_score_rollouts_with_the_training_reward(tiny_tokenizer):
     assert select_by_pass_rate({k: v["pass_rate"] for k, v in rates.items()}) == ["mixed"]
 
 
-class GreedyAwarePolicy:
+class GreedyAwarePolicy(AlternatingPolicy):
     """A fake model whose greedy answer differs from its samples: 'slip' is wrong greedily and right on every other
-    sample, 'sharp' right greedily and on every other sample, 'easy' always right, 'hard' never."""
+    sample, 'sharp' right greedily and on every other sample, 'easy' always right, 'hard' never; it counts its calls
+    by (kind, greedy)."""
 
     def __init__(self, tokenizer, answers):
-        self.tokenizer, self.answers, self.count, self.calls = tokenizer, answers, itertools.count(), Counter()
+        super().__init__(tokenizer, answers)
+        self.calls = Counter()
 
-    def run(self, coroutine):
-        return asyncio.run(coroutine)
-
-    async def generate(self, request_id, *, prompt_ids, sampling_params, **_):
-        prompt = self.tokenizer.decode(prompt_ids)
-        kind, right = next((k, a) for k, a in self.answers.items() if k in prompt)
-        greedy = sampling_params["temperature"] == 0.0
+    def good(self, kind: str, greedy: bool) -> bool:
         self.calls[kind, greedy] += 1
         if kind in ("slip", "sharp"):
-            good = (kind == "sharp") if greedy else next(self.count) % 2 == 0
-        else:
-            good = kind == "easy"
-        ids = self.tokenizer.encode(f"<answer>{right if good else 'Nobody'}</answer>", add_special_tokens=False)
-        return TokenOutput(token_ids=ids, log_probs=None, stop_reason="completed")
+            return (kind == "sharp") if greedy else next(self.count) % 2 == 0
+        return kind == "easy"
 
 
 def test_greedy_wrong_samples_and_keeps_only_the_questions_the_greedy_answer_misses(tiny_tokenizer):

@@ -87,6 +87,34 @@ def test_a_rerun_with_another_model_under_the_same_label_is_refused(evaluated, t
         run_evaluation(cfg)
 
 
+def test_records_of_another_model_are_set_aside_and_kept_when_asked(tmp_path):
+    from autocoa_verl.errors import ConfigError
+
+    toy = tmp_path / "records" / "toy"
+    toy.mkdir(parents=True)
+    step4, step8, step12 = (str(tmp_path / "rl" / f"global_step_{s}") for s in (4, 8, 12))
+
+    def check(label, name, path, made=None):
+        if made is not None:
+            (toy / f"{label}.jsonl").write_text(json.dumps({"id": "q", "sample": 0, **made}) + "\n")
+        return harness._check_same_model(harness.RecordFile(toy / f"{label}.jsonl"), name, path, "set_aside")
+
+    same = check("agent (sft2_3)", "sft2_3", "/sft", {"model_path": "/sft"})  # still the chosen model
+    assert same.records and same.path == toy / "agent (sft2_3).jsonl"
+    legacy = check("legacy", "rl_real", step12, {})  # written before model_path: taken as it is
+    assert legacy.records
+    fresh = check("agent (rl_real)", "rl_real", step12, {"model_path": step4})  # dev chose step 4 last time
+    assert fresh.records == [] and fresh.path == toy / "agent (rl_real).jsonl"
+    assert json.loads((toy / "superseded" / "agent (rl_real).0.jsonl").read_text())["model_path"] == step4
+    assert sorted(p.name for p in toy.glob("*.jsonl")) == ["agent (sft2_3).jsonl", "legacy.jsonl"]
+    check("agent (rl_real)", "rl_real", step12, {"model_path": step8})  # a second move keeps the first
+    assert sorted(p.name for p in (toy / "superseded").iterdir()) == ["agent (rl_real).0.jsonl",
+                                                                     "agent (rl_real).1.jsonl"]
+    (toy / "agent (rl_real).jsonl").write_text(json.dumps({"id": "q", "sample": 0, "model_path": step4}) + "\n")
+    with pytest.raises(ConfigError, match="its records were made with"):
+        harness._check_same_model(harness.RecordFile(toy / "agent (rl_real).jsonl"), "rl_real", step12)
+
+
 def test_a_bad_dataset_file_names_file_line_and_field(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "question": "q?", "golden_answers": ["x"]}\n{"id": "b", "question": "q2?"}\n')
@@ -100,6 +128,10 @@ def test_a_missing_model_or_retriever_is_named_before_any_engine_starts(tmp_path
 
     with pytest.raises(ValueError, match=r"models.taught='/nope': no Hugging Face model"):
         run_evaluation(eval_config("/nope", toy_world_dir / "test.jsonl", "http://127.0.0.1:1", tmp_path))
+    cfg = eval_config("/nope", toy_world_dir / "test.jsonl", "http://127.0.0.1:1", tmp_path)
+    cfg.superseded = "keep"
+    with pytest.raises(ConfigError, match="superseded='keep': give refuse or set_aside"):
+        run_evaluation(cfg)
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConfigError, match=r"retriever_url='http://127.0.0.1:\d+': no retriever answered"):
         run_evaluation(eval_config(tiny_model_dir, toy_world_dir / "test.jsonl", url, tmp_path))
