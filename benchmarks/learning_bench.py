@@ -14,7 +14,10 @@ Stages (each resumable: a finished stage's outputs are reused on a re-run with t
 5. GRPO from SFT-3 with all-real observations, then once per schedule of ``--rl-schedules`` with the same questions
    and settings: 5:1 simulated:real (``mixed``) and the fidelity-gated schedule (``fidelity``); a checkpoint every
    ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
-6. Test split (all questions, greedy): the base model with direct / CoT / RAG / ReAct zero- and few-shot, and the
+6. Each RL run's trained questions (greedy): the start and the chosen checkpoint on the training questions the run's
+   rollouts asked up to that checkpoint. Does RL learn what it trains on? Beside the test split's change, whether
+   that carries over to held-out questions.
+7. Test split (all questions, greedy): the base model with direct / CoT / RAG / ReAct zero- and few-shot, and the
    agent on every model. The report's best SFT row is the SFT row with the highest dev EM; its paired comparisons
    count the test questions each model gained and lost against another, with an exact sign test.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -164,16 +168,17 @@ class Bench:
                          f"hydra.run.dir={self.out / 'hydra' / name}"])
         return final
 
-    def evaluate(self, name: str, models: dict[str, Path], split: str, limit: int | None,
+    def evaluate(self, name: str, models: dict[str, Path], split: str | Path, limit: int | None,
                  methods: list[str] = ("agent",)) -> dict[str, dict]:
-        """``recipes/evaluate.py`` (resumable) on one split; baselines run on the first model. Returns the summary by
-        row label."""
+        """``recipes/evaluate.py`` (resumable) on one split (a toy split's name, or a QA jsonl); baselines run on the
+        first model. Returns the summary by row label."""
         out = self.out / "eval" / name
+        dataset = split if isinstance(split, Path) else self.toy / f"{split}.jsonl"
         spec = "{" + ", ".join(f"{k}: {v}" for k, v in models.items()) + "}"
         self.call(f"eval-{name}", [
             sys.executable, str(ROOT / "recipes" / "evaluate.py"), "~models", f"+models={spec}",
             f"methods=[{','.join(methods)}]", f"baseline_model={next(iter(models))}",
-            f"datasets.toy={self.toy / f'{split}.jsonl'}", f"limit={limit if limit else 'null'}",
+            f"datasets.toy={dataset}", f"limit={limit if limit else 'null'}",
             f"retriever_url={self.url}", f"react_exemplars={self.toy / 'train.jsonl'}",
             f"max_tokens={self.args.response_length}", f"baseline_max_tokens={self.args.baseline_tokens}",
             # a row whose dev-chosen checkpoint moved (a re-run with more steps) is evaluated again
@@ -263,6 +268,41 @@ class Bench:
         return curve, step, points[step]
 
 
+    def evaluate_trained(self, key: str, start: Path, chosen: Path, step: int) -> dict[str, Any] | None:
+        """The start and RL run ``key``'s chosen checkpoint (``step``), greedy, on the training questions the run's
+        rollouts asked up to that step: EM of both and the questions gained and lost. None without rollout dumps."""
+        rows = trained_questions(self.out / "rl" / key / "rollouts", step, self.toy / "train.jsonl")
+        if not rows:
+            return None
+        path = self.out / "rl" / key / "trained_questions.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        summary = self.evaluate(f"trained-{key}", {RL_START: start, key: chosen}, path, None)
+        before, after = (ems_by_id(records_on(self.out, f"trained-{key}", k)) for k in (RL_START, key))
+        return {"questions": len(rows), "to_step": step, "start_em": summary[f"agent ({RL_START})"]["em"],
+                "em": summary[f"agent ({key})"]["em"], **paired_change(before, after)}
+
+
+def trained_questions(dump_dir: Path, upto: int, train: Path) -> list[dict]:
+    """The rows of ``train`` (a QA jsonl) that an RL run's rollouts asked at steps 1..``upto``, in the order first
+    asked, from its rollout dumps (``<dump_dir>/<step>.jsonl``, verl's ``trainer.rollout_data_dir``; steps without a
+    dump are skipped). A dumped prompt whose question ``train`` lacks is an error naming the dump and line."""
+    from autocoa_verl.data.qa_files import read_qa_jsonl
+
+    by_question = {r["question"]: r for r in read_qa_jsonl(train)}
+    asked: dict[str, dict] = {}
+    for step in range(1, upto + 1):
+        dump = dump_dir / f"{step}.jsonl"
+        if not dump.is_file():
+            continue
+        for line_no, line in enumerate(dump.read_text().splitlines(), start=1):
+            found = re.search(r"Question: (.*)", json.loads(line)["input"])
+            question = found and found.group(1).strip()
+            if question not in by_question:
+                raise ValueError(f"{dump}:{line_no}: input: no question of {train} in this prompt")
+            asked.setdefault(question, by_question[question])
+    return list(asked.values())
+
+
 def check_written_with(record: Path, option: str, value: str, before: Callable[[], str]) -> None:
     """Refuses to resume outputs written with another ``option`` than ``value``: the value they were written with is
     recorded in ``record`` beside them (``before()``: what outputs from before the record was kept were written
@@ -283,9 +323,9 @@ def best_sft(dev_em: dict[str, float | None]) -> str:
     return max(known, key=lambda key: (known[key], key == RL_START)) if known else RL_START
 
 
-def records_on_test(out: Path, key: str) -> list[dict]:
-    """One model's agent records on the test split (the greedy sample), from the test evaluation."""
-    path = out / "eval" / "test" / "records" / "toy" / f"agent ({key}).jsonl"
+def records_on(out: Path, eval_name: str, key: str) -> list[dict]:
+    """One model's agent records (the greedy sample) in the bench's evaluation ``eval_name`` (``test``, ...)."""
+    path = out / "eval" / eval_name / "records" / "toy" / f"agent ({key}).jsonl"
     return [r for r in map(json.loads, path.read_text().splitlines()) if r["sample"] == 0]
 
 
@@ -419,7 +459,8 @@ def run_stages(args: argparse.Namespace) -> tuple[dict, dict[str, tuple[dict[int
                 dev_curve, chosen, models[key] = bench.choose_rl_checkpoint(key)
                 rl_runs[NAMES[key]] = {**rl_summary(steps, bench.out / "rl" / key / "rollouts"),
                                        "dev_curve": {str(k): v for k, v in sorted(dev_curve.items())},
-                                       "chosen_step": chosen}
+                                       "chosen_step": chosen,
+                                       "trained": bench.evaluate_trained(key, models[RL_START], models[key], chosen)}
                 if args.stop_after == "rl-real":
                     break
         test = bench.evaluate("test", models, "test", args.test_questions, BASELINES + ["agent"])
@@ -445,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [report_row(m, test[m]) for m in BASELINES]
     # with the read stage, the "base" row (and the baselines) are the model that has read the corpus
     names = {**NAMES, "base": "read corpus (agent)"} if args.read_epochs else NAMES
-    records = {key: records_on_test(out, key) for key in models}
+    records = {key: records_on(out, "test", key) for key in models}
     rows += [report_row(names[key], test[f"agent ({key})"], rl_runs.get(NAMES[key], {}).get("real_calls"),
                         early_stops(records[key])) for key in models]
     em = {r["name"]: r["em"] for r in rows}

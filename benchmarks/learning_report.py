@@ -128,6 +128,11 @@ def markdown(report: dict) -> str:
         if rl.get("dev_curve"):
             lines[-1] += ("; dev EM by checkpoint " + ", ".join(f"{k}: {v:.3f}" for k, v in rl["dev_curve"].items())
                           + f"; the test row is step {rl['chosen_step']}")
+        if rl.get("trained"):
+            t = rl["trained"]
+            lines[-1] += (f"; on the {t['questions']} training questions its rollouts asked up to step {t['to_step']} "
+                          f"(greedy), EM {t['start_em']:.3f} at its start -> {t['em']:.3f} (+{t['gained']} / "
+                          f"-{t['lost']})")
     if report.get("paired"):
         lines += ["", "Paired on the test questions (gained / lost questions, exact two-sided sign test):", ""] + [
             f"- {c['from']} -> {c['to']}: +{c['gained']} / -{c['lost']}, p = {c['p']:.3f}" for c in report["paired"]]

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from benchmarks.learning_bench import ROOT, Bench, _parser, best_sft, choose_budget, ems_by_id, records_on_test
+from benchmarks.learning_bench import (ROOT, Bench, _parser, best_sft, choose_budget, ems_by_id, records_on,
+                                      trained_questions)
 from benchmarks.learning_report import (check_report, early_stops, markdown, paired_change, plot, report_row,
                                         reward_windows, sign_test, targets)
 
@@ -218,11 +219,60 @@ def test_paired_change_counts_questions_and_refuses_different_question_sets(tmp_
     rows = [{"id": "q1", "sample": 0, "em": 1.0}, {"id": "q2", "sample": 0, "em": 0.0}, {"id": "q1", "sample": 1,
                                                                                           "em": 0.0}]
     (records / "agent (sft2).jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    before = ems_by_id(records_on_test(tmp_path, "sft2"))
+    before = ems_by_id(records_on(tmp_path, "test", "sft2"))
     assert before == {"q1": 1.0, "q2": 0.0}  # the greedy sample only
     assert paired_change(before, {"q1": 0.0, "q2": 1.0}) == {"gained": 1, "lost": 1, "p": 1.0}
     with pytest.raises(ValueError, match="different questions"):
         paired_change(before, {"q1": 1.0})
+
+
+def _dump(path, questions):
+    prompt = "user\nAnswer the given question.\nQuestion: {}\nassistant\n"
+    path.write_text("".join(json.dumps({"input": prompt.format(q), "output": "", "score": 0.0}) + "\n"
+                            for q in questions))
+
+
+def test_trained_questions_are_the_training_rows_the_rollouts_asked_up_to_the_step(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"id": f"t{i}", "question": f"Q{i}?", "golden_answers": [str(i)]}) + "\n"
+                             for i in range(5)))
+    dumps = tmp_path / "rollouts"
+    dumps.mkdir()
+    _dump(dumps / "1.jsonl", ["Q3?", "Q3?", "Q1?"])  # n samples of each question
+    _dump(dumps / "3.jsonl", ["Q1?", "Q4?"])  # step 2 was not dumped
+    _dump(dumps / "4.jsonl", ["Q0?"])  # after the chosen step
+    assert [r["id"] for r in trained_questions(dumps, 3, train)] == ["t3", "t1", "t4"]
+    assert trained_questions(tmp_path / "none", 3, train) == []
+    _dump(dumps / "3.jsonl", ["Q1?", "Not a training question?"])
+    with pytest.raises(ValueError, match=r"rollouts/3.jsonl:2: input: no question of .*train.jsonl"):
+        trained_questions(dumps, 3, train)
+
+
+def test_an_rl_run_is_evaluated_on_its_trained_questions_from_its_start(tmp_path, monkeypatch):
+    toy = tmp_path / "toy"
+    toy.mkdir()
+    (toy / "train.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "question": f"Q{i}?",
+                                                         "golden_answers": ["x"]}) + "\n" for i in range(3)))
+    bench = Bench(_parser().parse_args(["--out", str(tmp_path / "out"), "--toy", str(toy)]))
+    (bench.out / "rl" / "rl_real" / "rollouts").mkdir(parents=True)
+    _dump(bench.out / "rl" / "rl_real" / "rollouts" / "1.jsonl", ["Q2?", "Q0?"])
+    calls = []
+
+    def evaluate(name, models, split, limit):
+        calls.append((name, models, split, limit))
+        records = bench.out / "eval" / name / "records" / "toy"
+        records.mkdir(parents=True)
+        for key, ems in (("sft2_3", [0.0, 1.0]), ("rl_real", [1.0, 1.0])):
+            (records / f"agent ({key}).jsonl").write_text("".join(
+                json.dumps({"id": i, "sample": 0, "em": em}) + "\n" for i, em in zip(["t2", "t0"], ems)))
+        return {"agent (sft2_3)": {"em": 0.5}, "agent (rl_real)": {"em": 1.0}}
+
+    monkeypatch.setattr(bench, "evaluate", evaluate)
+    trained = bench.evaluate_trained("rl_real", tmp_path / "sft", tmp_path / "rl", 1)
+    questions = bench.out / "rl" / "rl_real" / "trained_questions.jsonl"
+    assert calls == [("trained-rl_real", {"sft2_3": tmp_path / "sft", "rl_real": tmp_path / "rl"}, questions, None)]
+    assert [json.loads(line)["id"] for line in questions.read_text().splitlines()] == ["t2", "t0"]
+    assert trained == {"questions": 2, "to_step": 1, "start_em": 0.5, "em": 1.0, "gained": 1, "lost": 0, "p": 1.0}
 
 
 def test_early_stops_count_search_questions_answered_after_too_few_searches():
@@ -246,10 +296,13 @@ def test_report_carries_every_key_and_checks_the_targets():
           "check_calls": 0, "simulated_observations": 0, "zero_variance_share": [0.5, None], "step_s": [1.0, 1.0]}
     gated = {**rl, "fidelity_answer_bearing": [0.5, 0.625, 0.75], "fidelity_checked": [9, 8, 3],
              "source": ["simulated", "simulated", "real"], "calibrating": [True, False, False], "check_calls": 20}
+    trained = {**rl, "trained": {"questions": 30, "to_step": 2, "start_em": 0.5, "em": 0.8, "gained": 10,
+                                 "lost": 1, "p": 0.01}}
     report = {"rows": rows, "best_sft_name": "SFT-2", "best_sft_em": 0.62, "rl_start": "SFT-2+3", "rl_start_em": 0.6,
               "rl_all_real_em": 0.7, "rl_mixed_em": 0.68, "rl_reward_first5": 0.2, "rl_reward_last5": 0.4,
               "all_real_calls": 400, "mixed_real_calls": 60, "react_fewshot_em": 0.1, "sft_curve": {"30": 0.62},
-              "sft2_budget": 30, "sft3_curve": {"10": 0.5, "20": 0.6}, "sft3_budget": 20, "rl": {"RL all-real": rl, "RL 5:1": rl, "RL fidelity-gated": gated},
+              "sft2_budget": 30, "sft3_curve": {"10": 0.5, "20": 0.6}, "sft3_budget": 20, "rl": {"RL all-real": trained, "RL 5:1": rl,
+                                                                                  "RL fidelity-gated": gated},
               "rl_fidelity_em": 0.69, "fidelity_real_calls": 90, "test_questions": 200,
               "rl_questions_kept": 40, "settings": {"batch": 8, "lr": 1e-4, "sft3_lr": 3e-5, "dev_questions": 100, "rl_steps": 2,
                                                     "rl_questions": 4, "rl_n": 8, "rl_lr": 1e-5,
@@ -280,6 +333,8 @@ def test_report_carries_every_key_and_checks_the_targets():
             "simulated, c: simulated calibration step, R: real) csR, world-model answer-bearing 0.50 of 9, 0.62 of 8, "
             "0.75 of 3") in md
     assert md.count("world-model answer-bearing") == 1  # only the run that measured it
+    assert ("simulated observations 0; on the 30 training questions its rollouts asked up to step 2 (greedy), EM "
+            "0.500 at its start -> 0.800 (+10 / -1)") in md and md.count("training questions its rollouts") == 1
     assert "read stage" not in md and "Best SFT row" not in md and "Paired" not in md
     report.update(best_sft_dev_em=0.76, paired=[{"from": "SFT-2+3", "to": "RL all-real", "gained": 15, "lost": 14,
                                                  "p": 1.0}])

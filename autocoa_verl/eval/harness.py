@@ -9,6 +9,7 @@ A *row label* is the method for the baselines (run with ``baseline_model``) and 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import statistics
 import time
@@ -198,22 +199,43 @@ def _models(cfg: Any) -> dict[str, str]:
     return models
 
 
-def _check_same_model(file: RecordFile, name: str, path: str, superseded: str = "refuse") -> RecordFile:
-    """A resumed row must be the same model. Records made with another model path are refused (``superseded:
-    refuse``), or with ``set_aside`` (a re-run whose chosen checkpoint moved) the file is moved, numbered, into
-    ``superseded/`` beside it and the row starts again; returns the row's records file. Records written before
-    ``model_path`` was recorded are taken as they are."""
-    made = {r["model_path"] for r in file.records if "model_path" in r} - {path}
-    if not made:
+def model_fingerprint(path: str | Path) -> str:
+    """A digest of the HF model directory's files (names and contents: weights, config, tokenizer): the model's
+    identity in the records, whatever path it is read from. A copied or moved directory keeps it; a checkpoint
+    written again under the same path gets a new one."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).iterdir() if p.is_file()):
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _made_with(record: dict) -> str | None:
+    """Which model a record names: its fingerprint, else (written before fingerprints) its path, else nothing."""
+    return record.get("model_fingerprint") or record.get("model_path")
+
+
+def _check_same_model(file: RecordFile, name: str, path: str, fingerprint: str,
+                      superseded: str = "refuse") -> RecordFile:
+    """A resumed row must be the same model: the same fingerprint (``model_fingerprint``), or for records written
+    before fingerprints the same path; records that name neither are taken as they are. Records of another model
+    are refused (``superseded: refuse``), or with ``set_aside`` (a re-run whose chosen checkpoint moved) the file is
+    moved, numbered, into ``superseded/`` beside it and the row starts again; returns the row's records file."""
+    other = [r for r in file.records if _made_with(r) not in (None, fingerprint, path)]
+    if not other:
         return file
+    made = f"{other[0].get('model_path', '?')} (fingerprint {other[0].get('model_fingerprint', 'not recorded')})"
+    now = f"models.{name}={path} (fingerprint {fingerprint})"
     if superseded != "set_aside":
-        raise ConfigError(f"{file.path}: its records were made with {sorted(made)[0]}, not models.{name}={path}; "
-                          "give another out_dir or move that file away")
+        raise ConfigError(f"{file.path}: its records were made with {made}, not {now}; give another out_dir or "
+                          "move that file away")
     parked = file.path.parent / "superseded"
     parked.mkdir(exist_ok=True)
     earlier = len(list(parked.glob(f"{glob.escape(file.path.stem)}.*.jsonl")))
     target = file.path.rename(parked / f"{file.path.stem}.{earlier}.jsonl")
-    print(f"{file.path}: made with {sorted(made)[0]}, not models.{name}={path}; set aside as {target}", flush=True)
+    print(f"{file.path}: made with {made}, not {now}; set aside as {target}", flush=True)
     return RecordFile(file.path)
 
 
@@ -233,7 +255,8 @@ def _fewshot_exemplars(cfg: Any, datasets: dict[str, list[dict]]) -> list[dict]:
     return exemplars
 
 
-def _run_model(cfg: Any, model_name: str, model_path: str, todo: list[tuple], files: dict, exemplars: list[dict]):
+def _run_model(cfg: Any, model_name: str, model_path: str, fingerprint: str, todo: list[tuple], files: dict,
+               exemplars: list[dict]):
     """One engine for ``model_path``; runs its ``(dataset, label, method, sample, rows)`` jobs batch by batch,
     appending the records and printing progress."""
     from omegaconf import OmegaConf
@@ -261,7 +284,8 @@ def _run_model(cfg: Any, model_name: str, model_path: str, todo: list[tuple], fi
                     batch = rows[start : start + cfg.batch_size]
                     records = await methods.run(method, batch, sample)
                     files[dataset, label].add({**r, "label": label, "model": model_name, "model_path": model_path,
-                                               "sample": sample} for r in records)
+                                               "model_fingerprint": fingerprint, "sample": sample}
+                                              for r in records)
                     done, correct = done + len(batch), correct + sum(r["em"] for r in records)
                     print(f"[eval] {dataset} | {label} | sample {sample}: {done}/{len(rows)} questions, "
                           f"EM so far {correct / done:.3f} ({time.perf_counter() - start_s:.0f} s)", flush=True)
@@ -291,8 +315,10 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
     files = {(d, label): RecordFile(out_dir / "records" / d / f"{label}.jsonl")
              for d in datasets for label, _, _ in plan}
     model_of = {label: name for label, name, _ in plan}
+    fingerprints = {name: model_fingerprint(path) for name, path in models.items()}
     for (d, label), file in files.items():
-        files[d, label] = _check_same_model(file, model_of[label], models[model_of[label]], cfg.superseded)
+        name = model_of[label]
+        files[d, label] = _check_same_model(file, name, models[name], fingerprints[name], cfg.superseded)
     (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     for model_name, model_path in models.items():
@@ -301,6 +327,6 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
                 for d, rows in datasets.items() for s in range(cfg.samples)]
         todo = [t for t in todo if t[4]]
         if todo:
-            _run_model(cfg, model_name, model_path, todo, files, exemplars)
+            _run_model(cfg, model_name, model_path, fingerprints[model_name], todo, files, exemplars)
     records = {d: {label: files[d, label].records for label, _, _ in plan} for d in datasets}
     return write_report(out_dir, records)

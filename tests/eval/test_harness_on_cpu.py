@@ -68,23 +68,45 @@ def test_a_rerun_resumes_without_starting_an_engine(evaluated, monkeypatch):
     assert len(lines) == 4
 
 
-def test_a_rerun_with_another_model_under_the_same_label_is_refused(evaluated, tmp_path, monkeypatch):
+def test_a_moved_model_resumes_and_other_weights_under_the_label_are_refused(evaluated, tmp_path, monkeypatch):
+    import copy
     import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
 
     import autocoa_verl.agent.standalone as standalone
     from autocoa_verl.errors import ConfigError
 
-    import copy
-
-    cfg, out = copy.deepcopy(evaluated[0]), evaluated[2]
+    cfg, summary, out = copy.deepcopy(evaluated[0]), evaluated[1], evaluated[2]
     records = [json.loads(line) for line in open(out / "records" / "toy" / "agent (taught).jsonl")]
     assert {r["model_path"] for r in records} == {str(Path(cfg.models.taught).resolve())}
-    other = shutil.copytree(cfg.models.taught, tmp_path / "other")
-    cfg.models.taught = str(other)
-    monkeypatch.setattr(standalone, "LocalVLLMServer", lambda *a, **k: pytest.fail("refused before any engine"))
-    with pytest.raises(ConfigError, match=r"\.jsonl: its records were made with .*, not models.taught=.*other; "
-                                          r"give another out_dir"):
+    assert {r["model_fingerprint"] for r in records} == {harness.model_fingerprint(cfg.models.taught)}
+    monkeypatch.setattr(standalone, "LocalVLLMServer", lambda *a, **k: pytest.fail("no engine: resumed or refused"))
+    cfg.models.taught = str(shutil.copytree(cfg.models.taught, tmp_path / "moved"))  # the same files elsewhere
+    assert run_evaluation(cfg) == summary
+    weights = tmp_path / "moved" / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    save_file({**tensors, name: tensors[name] + torch.ones_like(tensors[name])}, weights)  # trained again
+    with pytest.raises(ConfigError, match=r"\.jsonl: its records were made with .* \(fingerprint [0-9a-f]{16}\), "
+                                          r"not models.taught=.*moved \(fingerprint [0-9a-f]{16}\); give another"):
         run_evaluation(cfg)
+
+
+def test_model_fingerprint_follows_the_files_not_the_path(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for d in (one, two):
+        d.mkdir()
+        (d / "config.json").write_text("{}")
+        (d / "model.safetensors").write_bytes(b"weights")
+    (one / "nested").mkdir()  # only the directory's own files count
+    assert harness.model_fingerprint(one) == harness.model_fingerprint(two)
+    (two / "model.safetensors").write_bytes(b"weightz")
+    assert harness.model_fingerprint(one) != harness.model_fingerprint(two)
+    (two / "model.safetensors").rename(two / "other.safetensors")
+    (two / "other.safetensors").write_bytes(b"weights")  # same bytes, another file name
+    assert harness.model_fingerprint(one) != harness.model_fingerprint(two)
 
 
 def test_records_of_another_model_are_set_aside_and_kept_when_asked(tmp_path):
@@ -94,25 +116,29 @@ def test_records_of_another_model_are_set_aside_and_kept_when_asked(tmp_path):
     toy.mkdir(parents=True)
     step4, step8, step12 = (str(tmp_path / "rl" / f"global_step_{s}") for s in (4, 8, 12))
 
-    def check(label, name, path, made=None):
+    def check(label, name, path, made=None, fingerprint="f-now"):
         if made is not None:
             (toy / f"{label}.jsonl").write_text(json.dumps({"id": "q", "sample": 0, **made}) + "\n")
-        return harness._check_same_model(harness.RecordFile(toy / f"{label}.jsonl"), name, path, "set_aside")
+        return harness._check_same_model(harness.RecordFile(toy / f"{label}.jsonl"), name, path, fingerprint,
+                                         "set_aside")
 
-    same = check("agent (sft2_3)", "sft2_3", "/sft", {"model_path": "/sft"})  # still the chosen model
+    same = check("agent (sft2_3)", "sft2_3", "/sft", {"model_path": "/sft"})  # before fingerprints: by path
     assert same.records and same.path == toy / "agent (sft2_3).jsonl"
+    moved = check("moved", "sft2_3", "/copy", {"model_path": "/sft", "model_fingerprint": "f-now"})
+    assert moved.records  # the same files read from another path
     legacy = check("legacy", "rl_real", step12, {})  # written before model_path: taken as it is
     assert legacy.records
     fresh = check("agent (rl_real)", "rl_real", step12, {"model_path": step4})  # dev chose step 4 last time
     assert fresh.records == [] and fresh.path == toy / "agent (rl_real).jsonl"
     assert json.loads((toy / "superseded" / "agent (rl_real).0.jsonl").read_text())["model_path"] == step4
-    assert sorted(p.name for p in toy.glob("*.jsonl")) == ["agent (sft2_3).jsonl", "legacy.jsonl"]
-    check("agent (rl_real)", "rl_real", step12, {"model_path": step8})  # a second move keeps the first
+    assert sorted(p.name for p in toy.glob("*.jsonl")) == ["agent (sft2_3).jsonl", "legacy.jsonl", "moved.jsonl"]
+    # a second move keeps the first; a checkpoint written again under the same path is another model
+    check("agent (rl_real)", "rl_real", step12, {"model_path": step12, "model_fingerprint": "f-before"})
     assert sorted(p.name for p in (toy / "superseded").iterdir()) == ["agent (rl_real).0.jsonl",
                                                                      "agent (rl_real).1.jsonl"]
     (toy / "agent (rl_real).jsonl").write_text(json.dumps({"id": "q", "sample": 0, "model_path": step4}) + "\n")
     with pytest.raises(ConfigError, match="its records were made with"):
-        harness._check_same_model(harness.RecordFile(toy / "agent (rl_real).jsonl"), "rl_real", step12)
+        harness._check_same_model(harness.RecordFile(toy / "agent (rl_real).jsonl"), "rl_real", step12, "f-now")
 
 
 def test_a_bad_dataset_file_names_file_line_and_field(tmp_path):
