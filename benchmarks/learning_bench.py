@@ -267,7 +267,6 @@ class Bench:
         step = choose_budget(curve)
         return curve, step, points[step]
 
-
     def evaluate_trained(self, key: str, start: Path, chosen: Path, step: int) -> dict[str, Any] | None:
         """The start and RL run ``key``'s chosen checkpoint (``step``), greedy, on the training questions the run's
         rollouts asked up to that step: EM of both and the questions gained and lost. None without rollout dumps."""
