@@ -14,8 +14,8 @@ Stages (each resumable: a finished stage's outputs are reused on a re-run with t
 5. GRPO from SFT-3 with all-real observations, then once per schedule of ``--rl-schedules`` with the same questions
    and settings: 5:1 simulated:real (``mixed``) and the fidelity-gated schedule (``fidelity``); a checkpoint every
    ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
-6. Each RL run's trained questions (greedy): the start and the chosen checkpoint on the training questions the run's
-   rollouts asked up to that checkpoint. Does RL learn what it trains on? Beside the test split's change, whether
+6. After each RL run, its trained questions (greedy): the start and the chosen checkpoint on the training questions
+   the run's rollouts asked up to that checkpoint. Does RL learn what it trains on? Beside the test split's change, whether
    that carries over to held-out questions.
 7. Test split (all questions, greedy): the base model with direct / CoT / RAG / ReAct zero- and few-shot, and the
    agent on every model. The report's best SFT row is the SFT row with the highest dev EM; its paired comparisons
@@ -275,10 +275,10 @@ class Bench:
             return None
         path = self.out / "rl" / key / "trained_questions.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        summary = self.evaluate(f"trained-{key}", {RL_START: start, key: chosen}, path, None)
-        before, after = (ems_by_id(records_on(self.out, f"trained-{key}", k)) for k in (RL_START, key))
-        return {"questions": len(rows), "to_step": step, "start_em": summary[f"agent ({RL_START})"]["em"],
-                "em": summary[f"agent ({key})"]["em"], **paired_change(before, after)}
+        self.evaluate(f"trained-{key}", {RL_START: start, key: chosen}, path, None)
+        before, after = (trained_ems(self.out, key, k) for k in (RL_START, key))
+        return {"questions": len(rows), "to_step": step, "start_em": sum(before.values()) / len(before),
+                "em": sum(after.values()) / len(after), **paired_change(before, after)}
 
 
 def trained_questions(dump_dir: Path, upto: int, train: Path) -> list[dict]:
@@ -294,6 +294,8 @@ def trained_questions(dump_dir: Path, upto: int, train: Path) -> list[dict]:
         if not dump.is_file():
             continue
         for line_no, line in enumerate(dump.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
             found = re.search(r"Question: (.*)", json.loads(line)["input"])
             question = found and found.group(1).strip()
             if question not in by_question:
@@ -320,6 +322,19 @@ def best_sft(dev_em: dict[str, float | None]) -> str:
     """
     known = {key: em for key, em in dev_em.items() if em is not None}
     return max(known, key=lambda key: (known[key], key == RL_START)) if known else RL_START
+
+
+def trained_ids(out: Path, run: str) -> set[str]:
+    """The ids of RL run ``run``'s trained questions, as stage 6 last wrote them
+    (``rl/<run>/trained_questions.jsonl``)."""
+    return {json.loads(line)["id"] for line in (out / "rl" / run / "trained_questions.jsonl").read_text().splitlines()}
+
+
+def trained_ems(out: Path, run: str, key: str) -> dict[str, float]:
+    """EM by question id of model ``key`` on RL run ``run``'s trained questions, from the bench's ``trained-<run>``
+    evaluation (whose resumed records may hold questions an earlier choice of step asked)."""
+    ids = trained_ids(out, run)
+    return {i: em for i, em in ems_by_id(records_on(out, f"trained-{run}", key)).items() if i in ids}
 
 
 def records_on(out: Path, eval_name: str, key: str) -> list[dict]:

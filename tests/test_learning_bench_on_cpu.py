@@ -262,10 +262,11 @@ def test_an_rl_run_is_evaluated_on_its_trained_questions_from_its_start(tmp_path
         calls.append((name, models, split, limit))
         records = bench.out / "eval" / name / "records" / "toy"
         records.mkdir(parents=True)
-        for key, ems in (("sft2_3", [0.0, 1.0]), ("rl_real", [1.0, 1.0])):
+        # the start's resumed records also hold t1, which an earlier choice of step asked
+        for key, ids, ems in (("sft2_3", ["t2", "t0", "t1"], [0.0, 1.0, 1.0]), ("rl_real", ["t2", "t0"], [1.0, 1.0])):
             (records / f"agent ({key}).jsonl").write_text("".join(
-                json.dumps({"id": i, "sample": 0, "em": em}) + "\n" for i, em in zip(["t2", "t0"], ems)))
-        return {"agent (sft2_3)": {"em": 0.5}, "agent (rl_real)": {"em": 1.0}}
+                json.dumps({"id": i, "sample": 0, "em": em}) + "\n" for i, em in zip(ids, ems)))
+        return {"agent (sft2_3)": {"em": 2 / 3}, "agent (rl_real)": {"em": 1.0}}
 
     monkeypatch.setattr(bench, "evaluate", evaluate)
     trained = bench.evaluate_trained("rl_real", tmp_path / "sft", tmp_path / "rl", 1)

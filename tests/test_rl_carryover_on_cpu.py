@@ -22,7 +22,11 @@ def _bench_out(tmp_path, trained=True):
     (out / "report.json").write_text(json.dumps({"rl": {"RL all-real": rl}}))
     arithmetic = {"id": "a", "question": "What is 6 plus 24?", "hops": 0}
     three_hop = {"id": "c", "question": "Who founded the city where X was born?", "hops": 3}
-    _records(out, "trained-rl_real", "sft2_3", [{**arithmetic, "em": 0.0}, {**three_hop, "em": 1.0}])
+    (out / "rl" / "rl_real").mkdir(parents=True)
+    (out / "rl" / "rl_real" / "trained_questions.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in (arithmetic, three_hop)))
+    stale = {"id": "s", "question": "Asked at a step dev no longer chooses?", "hops": 1, "em": 1.0}
+    _records(out, "trained-rl_real", "sft2_3", [{**arithmetic, "em": 0.0}, {**three_hop, "em": 1.0}, stale])
     _records(out, "trained-rl_real", "rl_real", [{**arithmetic, "em": 1.0}, {**three_hop, "em": 1.0}])
     test = [{"id": f"t{i}", "question": "Where was Y born?", "hops": 1} for i in range(4)]
     _records(out, "test", "sft2_3", [{**r, "em": float(i < 2)} for i, r in enumerate(test)])
