@@ -24,18 +24,19 @@ def parse_step_metrics(log: str) -> dict[int, dict[str, float]]:
     return steps
 
 
-def rollout_groups(dump_dir: str | Path) -> dict[int, list[list[float]]]:
-    """Per training step, the GRPO groups' rewards from verl's rollout dump (``trainer.rollout_data_dir``: one
-    ``<step>.jsonl`` per step, a line per sample with ``input``, ``score`` and ``step``); a group is the samples of
-    one prompt.
+def rollout_rows(dump_dir: str | Path) -> dict[int, list[dict]]:
+    """Per training step (each line's ``step``), the lines of verl's rollout dump (``trainer.rollout_data_dir``: one
+    ``<step>.jsonl`` per step, a line per sample with ``input``, ``score`` and ``step``), each with ``at``
+    (``<file>:<line>``, for errors); blank lines are skipped.
 
     Raises:
         FileNotFoundError: ``dump_dir`` holds no step files.
+        ValueError: a line that is not a dump line, naming its file and line.
     """
     files = sorted(Path(dump_dir).glob("*.jsonl"))
     if not files:
         raise FileNotFoundError(f"{dump_dir}: no rollout dump (<step>.jsonl); set trainer.rollout_data_dir")
-    steps: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    steps: dict[int, list[dict]] = defaultdict(list)
     for path in files:
         with open(path, encoding="utf-8") as lines:
             text = list(lines)
@@ -43,10 +44,37 @@ def rollout_groups(dump_dir: str | Path) -> dict[int, list[list[float]]]:
             if line.strip():
                 try:
                     row = json.loads(line)
-                    steps[int(row["step"])][row["input"]].append(float(row["score"]))
+                    row.update(step=int(row["step"]), score=float(row["score"]), at=f"{path}:{line_no}")
+                    if not isinstance(row["input"], str):
+                        raise TypeError("input is not a string")
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                     raise ValueError(f"{path}:{line_no}: not a rollout-dump line ({error})") from None
-    return {step: list(groups.values()) for step, groups in sorted(steps.items())}
+                steps[row["step"]].append(row)
+    return dict(sorted(steps.items()))
+
+
+def rollout_groups(dump_dir: str | Path) -> dict[int, list[list[float]]]:
+    """Per training step, the GRPO groups' rewards from the rollout dump (:func:`rollout_rows`); a group is the
+    samples of one prompt."""
+    out = {}
+    for step, rows in rollout_rows(dump_dir).items():
+        groups: dict[str, list[float]] = defaultdict(list)
+        for row in rows:
+            groups[row["input"]].append(row["score"])
+        out[step] = list(groups.values())
+    return out
+
+
+def dumped_question(prompt: str) -> str | None:
+    """The question a dumped rollout prompt asked (the protocol's prompt ends its user turn with ``Question: ...``);
+    None if it names none.
+
+    >>> dumped_question("user\\nAnswer it.\\nQuestion: Who founded Quessly?\\nassistant\\n")
+    'Who founded Quessly?'
+    """
+    if "Question: " not in prompt:
+        return None
+    return prompt.rsplit("Question: ", 1)[1].split("\n", 1)[0].strip()
 
 
 def step_summary(step: int, m: dict[str, float]) -> str:

@@ -15,8 +15,8 @@ Stages (each resumable: a finished stage's outputs are reused on a re-run with t
    and settings: 5:1 simulated:real (``mixed``) and the fidelity-gated schedule (``fidelity``); a checkpoint every
    ``--rl-save-every`` steps, and where there are several, each run's model is chosen by its dev EM (as SFT-2's).
 6. After each RL run, its trained questions (greedy): the start and the chosen checkpoint on the training questions
-   the run's rollouts asked up to that checkpoint. Does RL learn what it trains on? Beside the test split's change, whether
-   that carries over to held-out questions.
+   the run's rollouts asked up to that checkpoint. Does RL learn what it trains on? Beside the test split's change,
+   whether that carries over to held-out questions.
 7. Test split (all questions, greedy): the base model with direct / CoT / RAG / ReAct zero- and few-shot, and the
    agent on every model. The report's best SFT row is the SFT row with the highest dev EM; its paired comparisons
    count the test questions each model gained and lost against another, with an exact sign test.
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -276,30 +275,30 @@ class Bench:
         path = self.out / "rl" / key / "trained_questions.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         self.evaluate(f"trained-{key}", {RL_START: start, key: chosen}, path, None)
-        before, after = (trained_ems(self.out, key, k) for k in (RL_START, key))
+        ids = {r["id"] for r in rows}
+        before, after = (ems_by_id(records_on(self.out, f"trained-{key}", k, ids)) for k in (RL_START, key))
         return {"questions": len(rows), "to_step": step, "start_em": sum(before.values()) / len(before),
                 "em": sum(after.values()) / len(after), **paired_change(before, after)}
 
 
 def trained_questions(dump_dir: Path, upto: int, train: Path) -> list[dict]:
     """The rows of ``train`` (a QA jsonl) that an RL run's rollouts asked at steps 1..``upto``, in the order first
-    asked, from its rollout dumps (``<dump_dir>/<step>.jsonl``, verl's ``trainer.rollout_data_dir``; steps without a
-    dump are skipped). A dumped prompt whose question ``train`` lacks is an error naming the dump and line."""
+    asked, from its rollout dump (``rl_logs.rollout_rows``; none: no rows). A dumped prompt whose question ``train``
+    lacks is an error naming the dump file and line."""
     from autocoa_verl.data.qa_files import read_qa_jsonl
+    from autocoa_verl.rl_logs import dumped_question, rollout_rows
 
+    if not dump_dir.is_dir():
+        return []
     by_question = {r["question"]: r for r in read_qa_jsonl(train)}
     asked: dict[str, dict] = {}
-    for step in range(1, upto + 1):
-        dump = dump_dir / f"{step}.jsonl"
-        if not dump.is_file():
-            continue
-        for line_no, line in enumerate(dump.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            found = re.search(r"Question: (.*)", json.loads(line)["input"])
-            question = found and found.group(1).strip()
+    for step, rows in rollout_rows(dump_dir).items():  # in step order
+        if step > upto:
+            break
+        for row in rows:
+            question = dumped_question(row["input"])
             if question not in by_question:
-                raise ValueError(f"{dump}:{line_no}: input: no question of {train} in this prompt")
+                raise ValueError(f"{row['at']}: input: no question of {train} in this prompt")
             asked.setdefault(question, by_question[question])
     return list(asked.values())
 
@@ -330,17 +329,12 @@ def trained_ids(out: Path, run: str) -> set[str]:
     return {json.loads(line)["id"] for line in (out / "rl" / run / "trained_questions.jsonl").read_text().splitlines()}
 
 
-def trained_ems(out: Path, run: str, key: str) -> dict[str, float]:
-    """EM by question id of model ``key`` on RL run ``run``'s trained questions, from the bench's ``trained-<run>``
-    evaluation (whose resumed records may hold questions an earlier choice of step asked)."""
-    ids = trained_ids(out, run)
-    return {i: em for i, em in ems_by_id(records_on(out, f"trained-{run}", key)).items() if i in ids}
-
-
-def records_on(out: Path, eval_name: str, key: str) -> list[dict]:
-    """One model's agent records (the greedy sample) in the bench's evaluation ``eval_name`` (``test``, ...)."""
+def records_on(out: Path, eval_name: str, key: str, ids: set[str] | None = None) -> list[dict]:
+    """One model's agent records (the greedy sample) in the bench's evaluation ``eval_name`` (``test``, ...);
+    ``ids``: only these questions (a resumed row may hold records of questions its dataset no longer has)."""
     path = out / "eval" / eval_name / "records" / "toy" / f"agent ({key}).jsonl"
-    return [r for r in map(json.loads, path.read_text().splitlines()) if r["sample"] == 0]
+    return [r for r in map(json.loads, path.read_text().splitlines())
+            if r["sample"] == 0 and (ids is None or r["id"] in ids)]
 
 
 def ems_by_id(records: list[dict]) -> dict[str, float]:

@@ -33,18 +33,15 @@ def kind(record: dict) -> str:
     return f"{record['hops']}-hop"
 
 
-def change(before: list[dict], after: list[dict], only: set[str] | None = None) -> dict:
-    """EM before and after, gained / lost with the sign test's p, overall and by :func:`kind`; ``only``: these
-    question ids.
+def change(before: list[dict], after: list[dict]) -> dict:
+    """EM before and after, gained / lost with the sign test's p, overall and by :func:`kind`.
 
     >>> q = lambda i, em, hops=1: {"id": i, "question": "Q?", "hops": hops, "em": em}
-    >>> c = change([q("a", 0.0), q("b", 1.0, 2), q("old", 1.0)], [q("a", 1.0), q("b", 1.0, 2)], only={"a", "b"})
+    >>> c = change([q("a", 0.0), q("b", 1.0, 2)], [q("a", 1.0), q("b", 1.0, 2)])
     >>> c["questions"], c["start_em"], c["em"], c["gained"], c["lost"], c["by_kind"]["1-hop"]
     (2, 0.5, 1.0, 1, 0, {'questions': 1, 'start_em': 0.0, 'em': 1.0, 'gained': 1, 'lost': 0})
     """
     start, end = ems_by_id(before), ems_by_id(after)
-    if only is not None:
-        start, end = ({i: em for i, em in ems.items() if i in only} for ems in (start, end))
     kinds = {r["id"]: kind(r) for r in before}
     by_kind = {}
     for name in KINDS:
@@ -69,9 +66,9 @@ def carryover(out: Path) -> dict[str, dict]:
             raise SystemExit(f"{out}/report.json: {name} has no trained-questions evaluation (a bench output from "
                              "before its stage 6: run learning_bench.py on this --out again; or a run without rollout "
                              "dumps)")
+        asked = trained_ids(out, key)
         runs[name] = {"chosen_step": rl["chosen_step"],
-                      "trained": change(*(records_on(out, f"trained-{key}", k) for k in (RL_START, key)),
-                                        trained_ids(out, key)),
+                      "trained": change(*(records_on(out, f"trained-{key}", k, asked) for k in (RL_START, key))),
                       "test": change(*(records_on(out, "test", k) for k in (RL_START, key)))}
     return runs
 
@@ -80,7 +77,8 @@ def markdown(report: dict) -> str:
     lines = ["# Does what RL learns carry over? (toy world, SmolLM2-135M, CPU)", "",
              f"Commit `{report['commit']}`; command: `{report['command']}`.",
              "Greedy EM at the RL run's start (SFT-2+3) and at its dev-chosen checkpoint, on the training questions "
-             "its rollouts asked up to that checkpoint (*trained*) and on the held-out test split (*test*); gained / lost "
+             "its rollouts asked up to that checkpoint (*trained*) and on the held-out test split (*test*); gained / "
+             "lost "
              "questions with the exact two-sided sign test.", "",
              "| run | RL step | questions | trained EM start -> RL | gained / lost (p) | test EM start -> RL "
              "| gained / lost (p) |", "|---|---|---|---|---|---|---|"]

@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from autocoa_verl.rl_logs import dumped_question  # noqa: E402
 from benchmarks.provenance import provenance, write_report  # noqa: E402
 
 LABELS = {"search_cost": "RL search cost 0.1", "stratified": "RL hop-stratified batches",
@@ -33,7 +34,7 @@ def training_curve(dumps: Path, steps: int, hops: dict[str, int]) -> dict[str, l
     for step in range(1, steps + 1):
         rows = [json.loads(line) for line in open(dumps / f"{step}.jsonl")]
         searches = [r.get("searches", r.get("num_searches")) for r in rows]
-        question_hops = [hops[r["input"].rsplit("Question: ", 1)[1].split("\n", 1)[0]] for r in rows]
+        question_hops = [hops[dumped_question(r["input"])] for r in rows]
         curve["em"].append(statistics.mean(r["em"] for r in rows))
         curve["searches"].append(statistics.mean(searches))
         curve["over_search"].append(statistics.mean(s > h for s, h in zip(searches, question_hops)))

@@ -228,8 +228,8 @@ def test_paired_change_counts_questions_and_refuses_different_question_sets(tmp_
 
 def _dump(path, questions):
     prompt = "user\nAnswer the given question.\nQuestion: {}\nassistant\n"
-    path.write_text("".join(json.dumps({"input": prompt.format(q), "output": "", "score": 0.0}) + "\n"
-                            for q in questions))
+    row = {"output": "", "score": 0.0, "step": int(path.stem)}
+    path.write_text("".join(json.dumps({"input": prompt.format(q), **row}) + "\n" for q in questions))
 
 
 def test_trained_questions_are_the_training_rows_the_rollouts_asked_up_to_the_step(tmp_path):
