@@ -158,7 +158,7 @@ def plot_all(summary: dict[str, dict[str, dict]], records: dict[str, dict[str, l
 
 
 def write_report(out_dir: Path, records: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, dict]]:
-    """summary.json, report.md and plots/ from every record in the run (this invocation's and earlier ones')."""
+    """summary.json, report.md and plots/ from the run's records (this invocation's and earlier ones')."""
     summary = {d: {label: summarize(rs) for label, rs in by_label.items() if rs} for d, by_label in records.items()}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "report.md").write_text(markdown_report(summary))
@@ -328,5 +328,8 @@ def run_evaluation(cfg: Any) -> dict[str, dict[str, dict]]:
         todo = [t for t in todo if t[4]]
         if todo:
             _run_model(cfg, model_name, model_path, fingerprints[model_name], todo, files, exemplars)
-    records = {d: {label: files[d, label].records for label, _, _ in plan} for d in datasets}
+    # the report covers this run's questions and samples; records of others (a larger limit before) stay on disk
+    asked = {d: {(r["id"], s) for r in rows for s in range(cfg.samples)} for d, rows in datasets.items()}
+    records = {d: {label: [r for r in files[d, label].records if (r["id"], r["sample"]) in asked[d]]
+                   for label, _, _ in plan} for d in datasets}
     return write_report(out_dir, records)

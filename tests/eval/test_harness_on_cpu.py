@@ -68,6 +68,24 @@ def test_a_rerun_resumes_without_starting_an_engine(evaluated, monkeypatch):
     assert len(lines) == 4
 
 
+def test_a_smaller_limit_reports_only_its_questions_and_keeps_the_other_records(evaluated, monkeypatch):
+    import copy
+
+    import autocoa_verl.agent.standalone as standalone
+
+    cfg, summary, out = copy.deepcopy(evaluated[0]), evaluated[1], evaluated[2]
+    monkeypatch.setattr(standalone, "LocalVLLMServer", lambda *a, **k: pytest.fail("nothing left to run"))
+    cfg.limit = 2
+    smaller = run_evaluation(cfg)
+    records = [json.loads(line) for line in open(out / "records" / "toy" / "agent (taught).jsonl")]
+    assert len(records) == 4  # nothing on disk is lost
+    assert smaller["toy"]["agent (taught)"]["questions"] == 2
+    first = {q["id"] for q in load_dataset(cfg.datasets.toy, 2)}
+    assert smaller["toy"]["agent (taught)"]["em"] == pytest.approx(sum(r["em"] for r in records
+                                                                       if r["id"] in first) / 2)
+    assert run_evaluation(evaluated[0]) == summary  # the whole limit again: all four
+
+
 def test_a_moved_model_resumes_and_other_weights_under_the_label_are_refused(evaluated, tmp_path, monkeypatch):
     import copy
     import shutil
