@@ -79,10 +79,8 @@ class LocalVLLMServer:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             give_vllm_all_cores()
             engine_kwargs.setdefault("enforce_eager", True)
-            # fp32 like the CPU RL rollout (platform/rl_cpu.yaml). verl exports SFT/RL checkpoints in bf16, which
-            # vLLM served in bf16: emulated on CPUs without native bf16 (measured on a 2-core AVX2-only EPYC, one
-            # SFT-2+3 model on the same 32 dev questions, the whole evaluation command: 259 s in bf16, 122 s in fp32,
-            # the same EM), and with other numerics than the rollouts that trained the model
+            # fp32 like the CPU RL rollout (platform/rl_cpu.yaml), not the bf16 that verl exports: emulated on CPUs
+            # without native bf16 (2.1x slower, measured in the README's CPU section)
             engine_kwargs.setdefault("dtype", "float32")
             # the CPU RL rollout's KV block (platform/rl_cpu.yaml): a cached prefix ends on a whole block, and at
             # vLLM-CPU's default 128 each continuation turn re-prefilled up to 127 tokens of its own trajectory
